@@ -1,0 +1,78 @@
+"""Every error pilog raises on purpose.
+
+    PilogError
+    ├── ConfigError            a config file or override is invalid (names file and key path)
+    ├── DataDirError           the data dir cannot be used (not writable, missing)
+    │   └── LockedError        another pilog process owns the data dir
+    └── LogError               the segmented log
+        ├── CorruptionError    a frame or header fails its checks (segment, offset, reason)
+        ├── FormatVersionError a segment was written by an unknown format version
+        ├── LogFullError       an append was refused: the log is full or I/O is stalled
+        └── LogIOError         the disk failed under the writer (ENOSPC, EIO)
+
+A CLI command turns any PilogError into one sentence on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class PilogError(Exception):
+    """Base of every error pilog raises on purpose."""
+
+
+class ConfigError(PilogError):
+    """A config file, key or override is invalid."""
+
+
+class DataDirError(PilogError):
+    """The data dir cannot be used."""
+
+
+class LockedError(DataDirError):
+    """Another process holds the data dir's writer lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"data dir {path} is in use by {who} (lock held on {path}/LOCK)")
+        self.path = path
+        self.pid = pid
+
+
+class LogError(PilogError):
+    """Base of errors from the segmented log."""
+
+
+class CorruptionError(LogError):
+    """A record or header failed its checks at a known place."""
+
+    def __init__(self, segment: str, offset: int, reason: str) -> None:
+        super().__init__(f"corrupt log: {segment} at offset {offset}: {reason}")
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+
+
+class FormatVersionError(LogError):
+    """A segment header names a format version this pilog cannot read."""
+
+    def __init__(self, segment: str, version: int, supported: int) -> None:
+        super().__init__(
+            f"{segment} uses log format version {version}; this pilog reads version "
+            f"{supported} only (upgrade pilog to read it)"
+        )
+        self.segment = segment
+        self.version = version
+
+
+class LogFullError(LogError):
+    """An append was refused; the reading is dropped at the source and counted."""
+
+
+class LogIOError(LogError):
+    """The filesystem failed under the writer."""
+
+    def __init__(self, op: str, path: str, err: OSError) -> None:
+        super().__init__(f"{op} failed on {path}: {err.strerror or err}")
+        self.op = op
+        self.path = path
+        self.errno = err.errno

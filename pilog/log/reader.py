@@ -1,0 +1,300 @@
+"""Reading a log from any process: by seq, live (`tail -f`), and whole-log verification.
+
+Readers never take the writer's lock and never write. Reader rules (docs/log-format.md):
+
+- A segment followed by another one is sealed: its frames must run, dense in seq, from its
+  header to exactly its end. Anything else raises `CorruptionError(segment, offset, reason)`.
+- In the newest segment, zeros, a frame running past the end of the file or a frame failing
+  its checksum mean "not written yet" (or a torn tail the writer cuts on its next open): the
+  reader stops there and, when following, looks again later.
+- Consecutive segments must continue each other's seqs; the oldest segments may be gone
+  (retention), which a reader sees as its first seq being later than asked.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pilog.errors import CorruptionError
+from pilog.log import naming
+from pilog.log.format import FrameStatus, SegmentHeader, decode_header, is_zero, scan_frames
+
+READ_CHUNK_BYTES = 1 << 20
+HEADER_READ_BYTES = 512
+FOLLOW_POLL_S = 0.2
+
+Record = tuple[int, memoryview]
+
+
+class _SegmentCursor:
+    """Incremental, validating reads of one segment file."""
+
+    def __init__(self, path: Path, base_seq: int) -> None:
+        self.path = path
+        self.name = path.name
+        self.base_seq = base_seq
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        head = os.pread(self._fd, HEADER_READ_BYTES, 0)
+        if len(head) < HEADER_READ_BYTES and is_zero(head):
+            os.close(self._fd)
+            raise _NotYet(path)
+        try:
+            self.header = decode_header(head, self.name)
+        except Exception:
+            os.close(self._fd)
+            raise
+        if self.header.base_seq != base_seq:
+            os.close(self._fd)
+            raise CorruptionError(
+                self.name, 28, f"header base seq {self.header.base_seq} disagrees with file name"
+            )
+        self.offset = self.header.size
+        self.next_seq = base_seq
+        self.status = FrameStatus.END
+        self.reason = ""
+
+    def read(self, out: list[Record], chunk: int = READ_CHUNK_BYTES) -> None:
+        """Append the good frames from the current offset on; set `status` to why it stopped."""
+        while True:
+            buf = os.pread(self._fd, chunk, self.offset)
+            before = len(out)
+            result = scan_frames(buf, 0, self.next_seq, out)
+            got = len(out) - before
+            self.next_seq += got
+            self.offset += result.offset
+            self.status, self.reason = result.status, result.reason
+            if result.status == FrameStatus.END and len(buf) == chunk:
+                continue  # the chunk ended on a frame boundary: more may follow
+            if result.status == FrameStatus.PARTIAL and len(buf) == chunk:
+                if got == 0:
+                    chunk *= 2  # one frame larger than the chunk
+                continue
+            return
+
+    def check_sealed_end(self) -> None:
+        """Raise unless the scan stopped exactly at the end of the file."""
+        size = os.fstat(self._fd).st_size
+        if self.status == FrameStatus.END and self.offset == size:
+            return
+        reason = self.reason or {
+            FrameStatus.ZERO: "zero-filled space in a sealed segment",
+            FrameStatus.END: "sealed segment ends early",
+        }.get(self.status, self.status)
+        raise CorruptionError(self.name, self.offset, reason)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _NotYet(Exception):
+    pass
+
+
+class LogReader:
+    """Reads the segments under `log_dir` as they are on disk now (and later, when following)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+
+    def segments(self) -> list[tuple[int, Path]]:
+        return naming.list_segments(self.log_dir)
+
+    def read_from(
+        self,
+        seq: int = 0,
+        *,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+        poll_s: float = FOLLOW_POLL_S,
+    ) -> Iterator[Record]:
+        """Yield (seq, payload) for every record with seq >= `seq`, in order.
+
+        Without `follow`, ends at the current end of the newest segment. With `follow`, waits
+        for more until `stop` is set. Payloads are views valid for as long as they are held.
+        Raises CorruptionError on damage in a sealed segment.
+        """
+        segments = self.segments()
+        if not segments:
+            if not follow:
+                return
+            segments = self._wait_for_segments(stop, poll_s)
+            if not segments:
+                return
+        bases = [b for b, _ in segments]
+        i = max(bisect.bisect_right(bases, seq) - 1, 0)
+        nxt: tuple[int, Path] | None = segments[i]
+        while nxt is not None:
+            cursor = self._open(nxt[1], nxt[0], stop, poll_s, follow)
+            if cursor is None:
+                return
+            try:
+                nxt = yield from self._drain(cursor, seq, follow, stop, poll_s)
+            finally:
+                cursor.close()
+
+    def _drain(
+        self,
+        cursor: _SegmentCursor,
+        seq: int,
+        follow: bool,
+        stop: threading.Event | None,
+        poll_s: float,
+    ) -> Generator[Record, None, tuple[int, Path] | None]:
+        """Yield the segment's records; return its successor, or None at the end of reading."""
+        out: list[Record] = []
+        while True:
+            nxt = self._next_segment(cursor)
+            # With a successor on disk this segment is sealed: this read sees all of it.
+            out.clear()
+            cursor.read(out)
+            for record in out:
+                if record[0] >= seq:
+                    yield record
+            if nxt is not None:
+                cursor.check_sealed_end()
+                base, path = nxt
+                if base != cursor.next_seq:
+                    raise CorruptionError(
+                        path.name,
+                        0,
+                        f"segment starts at seq {base}, "
+                        f"previous one ended at {cursor.next_seq - 1}",
+                    )
+                return nxt
+            if not follow or (stop is not None and stop.is_set()):
+                return None
+            (stop or threading.Event()).wait(poll_s)
+
+    def _next_segment(self, cursor: _SegmentCursor) -> tuple[int, Path] | None:
+        segments = self.segments()
+        bases = [b for b, _ in segments]
+        i = bisect.bisect_right(bases, cursor.base_seq)
+        return segments[i] if i < len(segments) else None
+
+    def _open(
+        self,
+        path: Path,
+        base: int,
+        stop: threading.Event | None,
+        poll_s: float,
+        follow: bool,
+    ) -> _SegmentCursor | None:
+        while True:
+            try:
+                return _SegmentCursor(path, base)
+            except _NotYet:
+                if not follow or (stop is not None and stop.is_set()):
+                    return None
+            except FileNotFoundError:
+                # Deleted by retention while we were behind: restart at the oldest segment.
+                segments = self.segments()
+                later = [(b, p) for b, p in segments if b > base]
+                if not later and not segments:
+                    return None
+                base, path = (later or segments)[0]
+                continue
+            (stop or threading.Event()).wait(poll_s)
+
+    def _wait_for_segments(
+        self, stop: threading.Event | None, poll_s: float
+    ) -> list[tuple[int, Path]]:
+        while stop is None or not stop.is_set():
+            segments = self.segments()
+            if segments:
+                return segments
+            (stop or threading.Event()).wait(poll_s)
+        return []
+
+    def last_seq(self) -> int | None:
+        """Seq of the last readable record, or None for an empty log."""
+        segments = self.segments()
+        for base, path in reversed(segments):
+            try:
+                cursor = _SegmentCursor(path, base)
+            except (_NotYet, FileNotFoundError):
+                continue
+            try:
+                out: list[Record] = []
+                cursor.read(out)
+                if cursor.next_seq > base:
+                    return cursor.next_seq - 1
+            finally:
+                cursor.close()
+        return None
+
+    def verify(self) -> VerifyReport:
+        """Check every header and frame of every segment; collect what is wrong."""
+        report = VerifyReport()
+        segments = self.segments()
+        for i, (base, path) in enumerate(segments):
+            try:
+                cursor = _SegmentCursor(path, base)
+            except _NotYet:
+                report.notes.append(f"{path.name}: header not written yet")
+                continue
+            except CorruptionError as e:
+                report.errors.append(e)
+                continue
+            except OSError as e:
+                report.errors.append(CorruptionError(path.name, 0, f"cannot read: {e}"))
+                continue
+            try:
+                self._verify_segment(cursor, report, newest=i == len(segments) - 1)
+            finally:
+                cursor.close()
+        return report
+
+    @staticmethod
+    def _verify_segment(cursor: _SegmentCursor, report: VerifyReport, newest: bool) -> None:
+        name, base, hdr = cursor.name, cursor.base_seq, cursor.header
+        report.segments += 1
+        if report.header is None:
+            report.header = hdr
+        elif hdr.epoch != report.header.epoch:
+            report.errors.append(CorruptionError(name, 12, f"epoch {hdr.epoch.hex()} differs"))
+        if report.last_seq is not None and base != report.last_seq + 1:
+            report.errors.append(
+                CorruptionError(name, 0, f"starts at seq {base}, expected {report.last_seq + 1}")
+            )
+        out: list[Record] = []
+        cursor.read(out)
+        report.records += len(out)
+        report.bytes += sum(len(p) for _, p in out)
+        del out
+        if not newest:
+            try:
+                cursor.check_sealed_end()
+            except CorruptionError as e:
+                report.errors.append(e)
+        elif cursor.status in (FrameStatus.PARTIAL, FrameStatus.BAD):
+            report.notes.append(
+                f"{name}: torn tail at offset {cursor.offset} ({cursor.reason}); "
+                "the writer cuts it when it next opens the log"
+            )
+        if cursor.next_seq > base:
+            if report.first_seq is None:
+                report.first_seq = base
+            report.last_seq = cursor.next_seq - 1
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What `LogReader.verify` found."""
+
+    segments: int = 0
+    records: int = 0
+    bytes: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    header: SegmentHeader | None = None
+    errors: list[CorruptionError] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors

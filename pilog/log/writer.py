@@ -1,0 +1,604 @@
+"""The single writer of a segmented log: append, group commit, rotate, bound.
+
+`append` is cheap and never blocks on I/O: it stamps the next seq, frames the payload into an
+in-memory batch and returns the seq. A committer thread writes each batch with one `pwrite`
+and, per the fsync policy, one `fdatasync`, then raises the durable watermark. An event is
+durable once `durable_seq >= seq`; consumers only read durable events (invariant 3).
+
+Threads: `append` may be called from any thread (an asyncio loop, driver threads). Appenders
+hold `_lock` only to stamp and buffer; the committer holds `_io_lock` for all file I/O and
+takes `_lock` only to swap the batch out. Hooks are called on the committer thread.
+
+After a crash, `open_log` (pilog.log.repair) recovers the newest segment and hands this
+class a clean starting point.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pilog.errors import LogFullError, LogIOError
+from pilog.log import naming
+from pilog.log.format import FRAME_HEADER_BYTES, FRAME_RECORD, SegmentHeader
+from pilog.log.fsio import FileHandle, FileSystem
+from pilog.log.retention import ON_FULL_BLOCK, SealedSegment, plan_for_age, plan_for_room
+
+log = logging.getLogger("pilog.log")
+
+FSYNC_ALWAYS = "always"
+FSYNC_INTERVAL = "interval"
+FSYNC_NEVER = "never"
+FSYNC_POLICIES = (FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER)
+
+RETRY_AFTER_IO_ERROR_S = 1.0
+RETENTION_CHECK_INTERVAL_S = 60.0
+_CRC = struct.Struct("<I")
+_FRAME_BODY = struct.Struct("<IQB")
+# Write errors that can pass (space freed, quota raised): keep the batch in memory and retry.
+_RETRYABLE_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR, errno.EAGAIN})
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """How the writer commits, rotates and bounds the log."""
+
+    device_id: str
+    fsync: str = FSYNC_INTERVAL
+    fsync_interval_s: float = 0.1
+    segment_bytes: int = 16 << 20
+    segment_max_age_s: float | None = None
+    max_bytes: int = 1 << 30
+    on_full: str = "drop_oldest"
+    retain_s: float = 7 * 86400.0
+    preallocate: bool = True
+    max_pending_bytes: int = 32 << 20
+
+    def __post_init__(self) -> None:
+        if self.fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}")
+        if self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError("max_bytes must hold at least two segments")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """A segment as the index catalogues it. `last_seq` is `base_seq - 1` when empty."""
+
+    base_seq: int
+    last_seq: int
+    first_ts_ns: int | None
+    last_ts_ns: int | None
+    size: int
+    sealed: bool
+
+    @property
+    def name(self) -> str:
+        return naming.segment_name(self.base_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Events deleted before every consumer had them (`on_full = "drop_oldest"`)."""
+
+    first_seq: int
+    last_seq: int
+    size: int
+    reason: str
+
+
+class LogHooks(Protocol):
+    """What the writer tells the world; called on the committer thread, must not block long."""
+
+    def segment_sealed(self, info: SegmentInfo) -> None: ...
+    def segments_deleted(self, base_seqs: list[int]) -> None: ...
+    def dropped(self, drop: Drop) -> None: ...
+    def cursor_floor(self) -> int | None: ...
+
+
+class NoHooks:
+    """Hooks for a log with no index and no consumers."""
+
+    def segment_sealed(self, info: SegmentInfo) -> None:
+        pass
+
+    def segments_deleted(self, base_seqs: list[int]) -> None:
+        pass
+
+    def dropped(self, drop: Drop) -> None:
+        pass
+
+    def cursor_floor(self) -> int | None:
+        return None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Framed appends waiting for the committer; all for one segment."""
+
+    segment_base: int  # the segment these frames go to
+    data: bytearray = field(default_factory=bytearray)
+    first_seq: int = -1
+    last_seq: int = -1
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+
+@dataclass(slots=True)
+class _Active:
+    """The segment being appended to, as the committer sees it."""
+
+    base_seq: int
+    handle: FileHandle
+    data_end: int  # bytes of header and frames on disk
+    last_seq: int
+    first_ts: int | None
+    last_ts: int | None
+    sealed: bool = False
+
+
+class LogWriter:
+    """Appends framed payloads to the newest segment of a log directory.
+
+    Construct it through `pilog.log.repair.open_log`, which recovers the directory first.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        quarantine_dir: Path,
+        options: LogOptions,
+        fs: FileSystem,
+        epoch: bytes,
+        active: _Active,
+        sealed: list[SealedSegment],
+        hooks: LogHooks | None = None,
+        wall_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.log_dir = log_dir
+        self.quarantine_dir = quarantine_dir
+        self.options = options
+        self.epoch = epoch
+        self._fs = fs
+        self._hooks: LogHooks = hooks or NoHooks()
+        self._wall_ns = wall_ns
+        self._header_bytes = SegmentHeader(epoch, 0, 0, options.device_id).size
+
+        self._lock = threading.Lock()
+        self._io_lock = threading.Lock()
+        self._durable_cv = threading.Condition(threading.Lock())
+        self._wake = threading.Event()
+        self._listeners: list[Callable[[int], None]] = []
+
+        # Appender state, under _lock.
+        self._next_seq = active.last_seq + 1
+        self._batches: list[_Batch] = []
+        self._pending_bytes = 0
+        self._seg_base = active.base_seq
+        self._seg_bytes = active.data_end
+        self._seg_started = time.monotonic()
+        self._rotate_requested = False
+        self._full = False
+        self._failed: LogIOError | None = None
+        self._closed = False
+
+        # Committer state, under _io_lock.
+        self._active = active
+        self._sealed = sealed
+        self._durable_seq = active.last_seq
+        self._io_error: LogIOError | None = None
+        self._next_retention_check = 0.0
+
+        self._thread = threading.Thread(target=self._run, name="pilog-log-commit", daemon=True)
+        self._thread.start()
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, payload: bytes, ts_ns: int | None = None) -> int:
+        """Frame `payload` as the next record and return its seq; durable later.
+
+        Raises LogFullError when the record cannot be taken (`on_full = "block"` and no room,
+        or the disk has stalled and the in-memory batch is at its bound), LogIOError when the
+        writer failed for good.
+        """
+        with self._lock:
+            if self._closed:
+                raise LogFullError("log is closed")
+            if self._failed is not None:
+                raise self._failed
+            if self._full:
+                raise LogFullError("log is full and on_full = 'block'")
+            if self._pending_bytes > self.options.max_pending_bytes:
+                raise LogFullError(
+                    f"{self._pending_bytes} bytes wait for the disk ({self._io_error or 'busy'})"
+                )
+            return self._append(payload, ts_ns)
+
+    def _append(self, payload: bytes, ts_ns: int | None) -> int:
+        seq = self._next_seq
+        size = FRAME_HEADER_BYTES + len(payload)
+        has_frames = seq > self._seg_base
+        if has_frames and (
+            self._rotate_requested
+            or self._seg_bytes + size > self.options.segment_bytes
+            or self._segment_too_old()
+        ):
+            self._seg_base = seq
+            self._seg_bytes = self._header_bytes
+            self._seg_started = time.monotonic()
+            self._rotate_requested = False
+        batches = self._batches
+        if not batches or batches[-1].segment_base != self._seg_base:
+            batches.append(_Batch(self._seg_base, first_seq=seq, first_ts=ts_ns))
+        batch = batches[-1]
+        body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
+        data = batch.data
+        data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body)))
+        data += body
+        data += payload
+        batch.last_seq = seq
+        if ts_ns is not None:
+            batch.last_ts = ts_ns
+            if batch.first_ts is None:
+                batch.first_ts = ts_ns
+        self._seg_bytes += size
+        self._pending_bytes += size
+        self._next_seq = seq + 1
+        if self.options.fsync == FSYNC_ALWAYS:
+            self._wake.set()
+        return seq
+
+    def _segment_too_old(self) -> bool:
+        max_age = self.options.segment_max_age_s
+        return max_age is not None and time.monotonic() - self._seg_started > max_age
+
+    def rotate(self) -> None:
+        """Start a new segment with the next append (no-op on an empty segment)."""
+        with self._lock:
+            self._rotate_requested = True
+
+    # -- durability ----------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next append will get."""
+        with self._lock:
+            return self._next_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Highest seq that is durable (-1 before the first, `base - 1` of an empty log)."""
+        with self._durable_cv:
+            return self._durable_seq
+
+    @property
+    def io_error(self) -> LogIOError | None:
+        """The disk error the writer is retrying past, if any."""
+        return self._failed or self._io_error
+
+    @property
+    def full(self) -> bool:
+        return self._full
+
+    def add_durable_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(durable_seq)` on the committer thread whenever it rises."""
+        self._listeners.append(listener)
+
+    def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
+        """Block until `seq` is durable; False on timeout or when the writer failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._durable_cv:
+            while self._durable_seq < seq:
+                if self._failed is not None or self._closed:
+                    return self._durable_seq >= seq
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._durable_cv.wait(remaining)
+            return True
+
+    def sync(self) -> int:
+        """Write and fdatasync everything appended so far; return the durable seq.
+
+        Raises LogIOError when the disk refuses (the batch stays queued for retry).
+        """
+        self._commit(force_sync=True)
+        with self._io_lock:
+            if self._io_error is not None:
+                raise self._io_error
+        if self._failed is not None:
+            raise self._failed
+        return self.durable_seq
+
+    def close(self) -> None:
+        """Commit and fdatasync what is pending (whatever the policy), then stop."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake.set()
+        self._thread.join()
+        try:
+            if self._failed is None:
+                self._commit(force_sync=True)
+        finally:
+            with self._io_lock:
+                if not self._active.sealed:
+                    self._active.handle.close()
+            with self._durable_cv:
+                self._durable_cv.notify_all()
+        if self._io_error is not None:
+            raise self._io_error
+
+    # -- the committer -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.options.fsync_interval_s
+        always = self.options.fsync == FSYNC_ALWAYS
+        while not self._closed:
+            if self._io_error is not None or self._full:
+                self._wake.wait(RETRY_AFTER_IO_ERROR_S)
+            elif always:
+                self._wake.wait()
+            else:
+                self._wake.wait(interval)
+            self._wake.clear()
+            if self._closed or self._failed is not None:
+                return
+            self._commit(force_sync=False)
+
+    def _commit(self, force_sync: bool) -> None:
+        with self._io_lock:
+            if self._failed is not None:
+                return
+            with self._lock:
+                batches, self._batches = self._batches, []
+                self._pending_bytes = 0
+            try:
+                durable = self._write_batches(batches, force_sync)
+            except _Retry as retry:
+                self._requeue(batches[retry.done :])
+                durable = retry.durable
+            except LogIOError as fatal:
+                # fdatasync failed: the kernel may have dropped the dirty pages, so nothing
+                # unsynced can be trusted. Stop; the next open recovers from what is on disk.
+                log.error("log writer stopped: %s", fatal)
+                with self._lock:
+                    self._failed = fatal
+                with self._durable_cv:
+                    self._durable_cv.notify_all()
+                return
+            self._publish(durable)
+            self._maybe_apply_retention()
+
+    def _write_batches(self, batches: list[_Batch], force_sync: bool) -> int:
+        """Write `batches` in order; return the new durable seq. Raise _Retry or LogIOError."""
+        durable = self._durable_seq
+        sync = force_sync or self.options.fsync != FSYNC_NEVER
+        active = self._active
+        for i, batch in enumerate(batches):
+            try:
+                if batch.segment_base != active.base_seq:
+                    durable = self._seal_active()
+                    if not self._make_room():
+                        raise _Retry(i, durable)
+                    active = self._open_segment(batch.segment_base)
+                active.handle.pwrite(batch.data, active.data_end)
+            except OSError as e:
+                self._note_io_error("write", self._active_path(), e)
+                if e.errno in _RETRYABLE_WRITE_ERRNOS:
+                    raise _Retry(i, durable) from e
+                raise LogIOError("write", str(self._active_path()), e) from e
+            active.data_end += len(batch.data)
+            active.last_seq = batch.last_seq
+            if batch.first_ts is not None and active.first_ts is None:
+                active.first_ts = batch.first_ts
+            if batch.last_ts is not None:
+                active.last_ts = batch.last_ts
+        # Also covers frames written by an earlier commit that stopped before its fdatasync.
+        if active.last_seq > durable and not active.sealed:
+            if sync:
+                self._datasync(active.handle)
+            durable = active.last_seq
+        if self._io_error is not None and batches:
+            log.warning("log writer recovered: writing again after %s", self._io_error)
+            self._io_error = None
+        return durable
+
+    def _requeue(self, batches: list[_Batch]) -> None:
+        if not batches:
+            return
+        with self._lock:
+            self._batches[:0] = batches
+            self._pending_bytes += sum(len(b.data) for b in batches)
+
+    def _publish(self, durable: int) -> None:
+        with self._durable_cv:
+            if durable <= self._durable_seq:
+                return
+            self._durable_seq = durable
+            self._durable_cv.notify_all()
+        for listener in self._listeners:
+            listener(durable)
+
+    def _datasync(self, handle: FileHandle) -> None:
+        try:
+            handle.datasync()
+        except OSError as e:
+            raise LogIOError("fdatasync", str(self._active_path()), e) from e
+
+    def _note_io_error(self, op: str, path: Path, e: OSError) -> None:
+        err = LogIOError(op, str(path), e)
+        if self._io_error is None or str(self._io_error) != str(err):
+            log.error("log writer cannot write (will retry, appends kept in memory): %s", err)
+        self._io_error = err
+
+    def _active_path(self) -> Path:
+        return self.log_dir / naming.segment_name(self._active.base_seq)
+
+    # -- segments ------------------------------------------------------------------------
+
+    def _seal_active(self) -> int:
+        """Cut the active segment to its data and report it; return the durable seq."""
+        active = self._active
+        if active.sealed:  # sealed by a commit that then failed to open the next segment
+            return active.last_seq
+        self._datasync(active.handle)
+        if active.handle.size() != active.data_end:
+            active.handle.truncate(active.data_end)
+            self._datasync(active.handle)
+        active.handle.close()
+        active.sealed = True
+        info = SegmentInfo(
+            active.base_seq,
+            active.last_seq,
+            active.first_ts,
+            active.last_ts,
+            active.data_end,
+            sealed=True,
+        )
+        self._sealed.append(
+            SealedSegment(active.base_seq, active.last_seq, active.data_end, self._wall_ns())
+        )
+        self._call_hook("segment_sealed", info)
+        self._publish(active.last_seq)
+        return active.last_seq
+
+    def _open_segment(self, base_seq: int) -> _Active:
+        path = self.log_dir / naming.segment_name(base_seq)
+        header = SegmentHeader(self.epoch, base_seq, self._wall_ns(), self.options.device_id)
+        handle = create_segment(self._fs, path, header, self._prealloc_bytes())
+        self._active = _Active(base_seq, handle, header.size, base_seq - 1, None, None)
+        return self._active
+
+    def _prealloc_bytes(self) -> int:
+        return self.options.segment_bytes if self.options.preallocate else 0
+
+    def _make_room(self) -> bool:
+        """Delete sealed segments until a new one fits under max_bytes; False if blocked."""
+        plan = plan_for_room(
+            self._sealed,
+            room_needed=max(self._prealloc_bytes(), self._header_bytes),
+            max_bytes=self.options.max_bytes,
+            active_bytes=0,
+            cursor_floor=self._call_hook("cursor_floor"),
+            on_full=self.options.on_full,
+        )
+        self._delete(plan.delete)
+        for seg in plan.dropped:
+            log.warning(
+                "log full: dropped seq %d..%d (%d bytes) before every consumer had them",
+                seg.base_seq,
+                seg.last_seq,
+                seg.size,
+            )
+            drop = Drop(seg.base_seq, seg.last_seq, seg.size, "log full (on_full = drop_oldest)")
+            self._call_hook("dropped", drop)
+        blocked = plan.full and self.options.on_full == ON_FULL_BLOCK
+        if blocked != self._full:
+            log.warning("log full, appends refused" if blocked else "log has room again")
+        with self._lock:
+            self._full = blocked
+        return not blocked
+
+    def _maybe_apply_retention(self) -> None:
+        now = time.monotonic()
+        if now < self._next_retention_check and not self._full:
+            return
+        self._next_retention_check = now + RETENTION_CHECK_INTERVAL_S
+        floor = self._call_hook("cursor_floor")
+        self._delete(
+            plan_for_age(self._sealed, floor, int(self.options.retain_s * 1e9), self._wall_ns())
+        )
+        if self._full:
+            self._make_room_while_blocked()
+
+    def _make_room_while_blocked(self) -> None:
+        try:
+            self._make_room()
+        except OSError as e:
+            self._note_io_error("delete", self.log_dir, e)
+
+    def _delete(self, segments: list[SealedSegment]) -> None:
+        if not segments:
+            return
+        for seg in segments:
+            self._fs.unlink(self.log_dir / naming.segment_name(seg.base_seq))
+        self._fs.sync_dir(self.log_dir)
+        gone = {s.base_seq for s in segments}
+        self._sealed = [s for s in self._sealed if s.base_seq not in gone]
+        self._call_hook("segments_deleted", sorted(gone))
+
+    def _call_hook(self, name: str, *args: object) -> int | None:
+        try:
+            result: int | None = getattr(self._hooks, name)(*args)
+            return result
+        except Exception:
+            log.exception("log hook %s failed", name)
+            return None
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def segments(self) -> list[SegmentInfo]:
+        """Every segment on disk, the active one last."""
+        with self._io_lock:
+            infos = [
+                SegmentInfo(s.base_seq, s.last_seq, None, None, s.size, sealed=True)
+                for s in self._sealed
+            ]
+            a = self._active
+            infos.append(
+                SegmentInfo(a.base_seq, a.last_seq, a.first_ts, a.last_ts, a.data_end, False)
+            )
+            return infos
+
+    def disk_bytes(self) -> int:
+        """Bytes the log holds on disk, preallocated space of the active segment included."""
+        with self._io_lock:
+            return sum(s.size for s in self._sealed) + max(
+                self._active.data_end, self._prealloc_bytes()
+            )
+
+
+class _Retry(Exception):
+    """The committer stopped at batch `done`; everything before it is written."""
+
+    def __init__(self, done: int, durable: int) -> None:
+        super().__init__(done)
+        self.done = done
+        self.durable = durable
+
+
+def create_segment(fs: FileSystem, path: Path, header: SegmentHeader, prealloc: int) -> FileHandle:
+    """Create a segment holding only `header`, durable in its directory before any frame."""
+    try:
+        handle = fs.open(path, create=True)
+    except FileExistsError:
+        # Left by a creation that failed before (ENOSPC); it never held a frame.
+        fs.unlink(path)
+        handle = fs.open(path, create=True)
+    try:
+        if prealloc:
+            handle.allocate(prealloc)
+        handle.pwrite(header.encode(), 0)
+        handle.datasync()
+        fs.sync_dir(path.parent)
+    except OSError:
+        handle.close()
+        fs.unlink(path)
+        raise
+    return handle
+
+
+def default_device_id() -> str:
+    """The host name, as the design's default device id."""
+    return os.uname().nodename or "pilog"
