@@ -1,0 +1,3 @@
+from pilog.cli.app import main
+
+main()

@@ -1,0 +1,38 @@
+"""What every command shares: finding the config and the data dir, printing errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+
+from pilog.config import Config, find_config, load_config
+
+CONFIG_HELP = "Config file (default: $PILOG_CONFIG, ./pilog.toml, /etc/pilog/pilog.toml, embedded)"
+DATA_DIR_HELP = "Data dir to use instead of the config's data_dir"
+
+
+def resolve_config(config: Path | None, data_dir: Path | None) -> Config:
+    """The config a command runs with, `--data-dir` applied."""
+    cfg = load_config(find_config(config))
+    if data_dir is not None:
+        cfg = msgspec.structs.replace(cfg, data_dir=data_dir)
+    return cfg
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

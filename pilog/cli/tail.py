@@ -1,0 +1,89 @@
+"""`pilog tail`: print events of a running or stopped pilog, optionally following."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+import threading
+from typing import TextIO
+
+import msgspec
+
+from pilog.errors import PilogError
+from pilog.events import Event, Reading, event_to_json, rfc3339
+from pilog.history import History
+
+_REL_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_REL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_from(text: str, history: History, now_ns: int) -> int:
+    """The seq to start at: SEQ, -N (the last N events), a time (RFC 3339) or an age (10m)."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    if re.fullmatch(r"-\d+", text):
+        last = history.last_seq()
+        return 0 if last is None else max(last + 1 + int(text), 0)
+    m = _REL_RE.match(text)
+    if m:
+        ts = now_ns - int(float(m.group(1)) * _REL_UNITS[m.group(2)] * 1e9)
+    else:
+        try:
+            t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise PilogError(
+                f"--from {text!r}: expected a seq (1200), a count (-10), an age (10m) "
+                "or a time (2026-11-22T03:00:00Z)"
+            ) from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.UTC)
+        ts = int(t.timestamp() * 1e9)
+    seq = history.seq_at_time(ts)
+    if seq is None:
+        last = history.last_seq()
+        return 0 if last is None else last + 1
+    return seq
+
+
+def human_line(event: Event) -> str:
+    body = event.body
+    head = f"{rfc3339(event.ts_ns)}  #{event.seq:<8d} {event.type:<14}"
+    if isinstance(body, Reading):
+        vals = "  ".join(f"{k}={v}" for k, v in body.values.items())
+        return f"{head} {body.sensor:<12} {vals}"
+    fields = msgspec.structs.asdict(body)
+    return head + " " + "  ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def tail(
+    history: History,
+    from_seq: int,
+    *,
+    follow: bool,
+    as_json: bool,
+    sensors: set[str],
+    types: set[str],
+    out: TextIO = sys.stdout,
+) -> None:
+    header = history.header()
+    device, epoch = (header.device_id, header.epoch_hex) if header else ("", "")
+    stop = threading.Event()
+    encoder = msgspec.json.Encoder()
+    try:
+        for event in history.events(from_seq, follow=follow, stop=stop):
+            if types and event.type not in types:
+                continue
+            if sensors and getattr(event.body, "sensor", None) not in sensors:
+                continue
+            if as_json:
+                out.write(encoder.encode(event_to_json(event, device, epoch)).decode() + "\n")
+            else:
+                out.write(human_line(event) + "\n")
+            if follow:
+                out.flush()
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        out.flush()

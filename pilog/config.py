@@ -1,0 +1,259 @@
+"""`pilog.toml`: loading, validation and the embedded default.
+
+Every error names the file, the key path and what was expected. Unknown keys are errors: a
+typo must never silently disable a setting. Environment variables override the file:
+`PILOG_DEVICE_ID`, `PILOG_DATA_DIR`, and `PILOG_<SECTION>__<KEY>` for a key of a section
+(`PILOG_LOG__FSYNC=always`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from pilog.errors import ConfigError
+
+CONFIG_SEARCH = (Path("pilog.toml"), Path("/etc/pilog/pilog.toml"))
+ENV_PREFIX = "PILOG_"
+
+EMBEDDED_DEFAULT = """\
+# pilog's embedded default: virtual sensors, data in ./pilog-data.
+data_dir = "./pilog-data"
+
+[log]
+fsync = "interval"
+fsync_interval_ms = 100
+segment_bytes = "16MiB"
+max_bytes = "256MiB"
+
+[[sensor]]
+name = "demo"
+driver = "synthetic"
+interval_ms = 1000
+"""
+
+
+class Size(int):
+    """A byte count: an integer or a string such as "16MiB", "512KiB", "1GB"."""
+
+
+class Duration(float):
+    """Seconds: a number, or a string such as "500ms", "30s", "5m", "2h", "7d"."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_size(value: object) -> Size:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Size(value)
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            unit = (m.group(2) or "B").lower()
+            return Size(int(float(m.group(1)) * _SIZE_UNITS[unit]))
+    raise ValueError(f"expected a size such as 16MiB or 1GiB, got {value!r}")
+
+
+def parse_duration(value: object) -> Duration:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return Duration(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return Duration(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    raise ValueError(f"expected a duration such as 500ms, 30s, 5m, 2h or 7d, got {value!r}")
+
+
+def _dec_hook(typ: type, obj: object) -> object:
+    if typ is Size:
+        return parse_size(obj)
+    if typ is Duration:
+        return parse_duration(obj)
+    if typ is Path:
+        if isinstance(obj, str) and obj:
+            return Path(obj)
+        raise ValueError(f"expected a path, got {obj!r}")
+    raise TypeError(f"no decoder for {typ}")
+
+
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_ms: int = 100
+    segment_bytes: Size = Size(16 << 20)
+    segment_max_age: Duration | None = None
+    max_bytes: Size = Size(1 << 30)
+    on_full: Literal["drop_oldest", "block"] = "drop_oldest"
+    retain: Duration = Duration(7 * 86400)
+    preallocate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fsync_interval_ms < 1:
+            raise ValueError("fsync_interval_ms must be at least 1")
+        if self.segment_bytes < 4096:
+            raise ValueError("segment_bytes must be at least 4KiB")
+        if self.max_bytes < 2 * self.segment_bytes:
+            raise ValueError("max_bytes must hold at least two segments (2 x segment_bytes)")
+
+
+class SensorConfig(msgspec.Struct, frozen=True):
+    """A `[[sensor]]` table; keys other than these are the driver's own options."""
+
+    name: str
+    driver: str
+    interval_ms: int = 5000
+    timeout_ms: int | None = None
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("sensor name must not be empty")
+        if self.interval_ms < 0:
+            raise ValueError("interval_ms must be 0 (as fast as possible) or more")
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    device_id: str = msgspec.field(default_factory=socket.gethostname)
+    data_dir: Path = Path("/var/lib/pilog")
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    sensor: list[SensorConfig] = msgspec.field(default_factory=list)
+    source: str = "<embedded default>"  # where the config came from; not a key of the file
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sensor]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sensor names must be unique; repeated: {', '.join(dupes)}")
+        if not self.device_id or len(self.device_id.encode()) > 255:
+            raise ValueError("device_id must be 1 to 255 bytes")
+
+
+_SENSOR_KEYS = frozenset({"name", "driver", "interval_ms", "timeout_ms"})
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The config to use: `-c`, then $PILOG_CONFIG, ./pilog.toml, /etc/pilog/pilog.toml."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    env = os.environ.get("PILOG_CONFIG")
+    if env:
+        if not Path(env).is_file():
+            raise ConfigError(f"config file {env} (from $PILOG_CONFIG) does not exist")
+        return Path(env)
+    for candidate in CONFIG_SEARCH:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Config:
+    """Load `path` (None: the embedded default), apply env overrides, validate."""
+    environ = dict(os.environ) if environ is None else environ
+    if path is None:
+        source, text = "<embedded default>", EMBEDDED_DEFAULT
+    else:
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    return parse_config(raw, source, environ)
+
+
+def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> Config:
+    raw = dict(raw)
+    _apply_env(raw, environ)
+    if "source" in raw:
+        raise ConfigError(f"{source}: unknown key `source`")
+    sensors = raw.get("sensor", [])
+    if isinstance(sensors, list):
+        raw["sensor"] = [_split_sensor(s) for s in sensors]
+    raw["source"] = source
+    try:
+        return msgspec.convert(raw, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{source}: {_humanize(str(e))}") from e
+
+
+def _split_sensor(table: object) -> object:
+    if not isinstance(table, dict):
+        return table
+    common = {k: v for k, v in table.items() if k in _SENSOR_KEYS}
+    common["options"] = {k: v for k, v in table.items() if k not in _SENSOR_KEYS}
+    return common
+
+
+def _env_value(text: str) -> object:
+    """An environment value read as a TOML value (50, true, "16MiB"), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    """Overlay PILOG_* variables on the raw table."""
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ("PILOG_CONFIG",):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if "__" in key:
+            section, sub = key.split("__", 1)
+            if section not in ("log",):
+                continue
+            table = raw[section] = dict(raw.get(section, {}))
+            if isinstance(table, dict):
+                table[sub] = _env_value(value)
+        elif key in ("device_id", "data_dir"):
+            raw[key] = value
+
+
+def _humanize(message: str) -> str:
+    """msgspec's "... - at `$.log.fsync`" as "log.fsync: ..."."""
+    m = re.match(r"^(.*) - at `\$\.?(.*)`$", message)
+    if not m:
+        return message
+    what, path = m.groups()
+    path = re.sub(r"\.options(?=\.|$)", "", path) or "(top level)"
+    return f"{path}: {what}"
+
+
+def log_options(config: Config) -> dict[str, Any]:
+    """Keyword arguments of pilog.log.writer.LogOptions for this config."""
+    c = config.log
+    return {
+        "device_id": config.device_id,
+        "fsync": c.fsync,
+        "fsync_interval_s": c.fsync_interval_ms / 1000,
+        "segment_bytes": int(c.segment_bytes),
+        "segment_max_age_s": c.segment_max_age,
+        "max_bytes": int(c.max_bytes),
+        "on_full": c.on_full,
+        "retain_s": float(c.retain),
+        "preallocate": c.preallocate,
+    }

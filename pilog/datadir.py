@@ -1,0 +1,174 @@
+"""A data dir: its layout, its writer lock, and the event log the one writer appends to.
+
+`EventLog` joins the byte-level log (pilog.log) with event meaning: it stamps wall time,
+monotonic time and boot id on each body, keeps the index in step with the writer's hooks,
+and turns repairs and drops into `Repair` and `Gap` events so that the log itself records
+every loss (invariant 6).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pilog.clock import Clock, SystemClock, boot_id
+from pilog.config import Config, log_options
+from pilog.errors import DataDirError, LockedError
+from pilog.events import Body, Gap, Record, Repair, encode_record, record_ts
+from pilog.index.store import IndexStore
+from pilog.log import naming
+from pilog.log.fsio import FileSystem
+from pilog.log.repair import open_log
+from pilog.log.writer import Drop, LogOptions, SegmentInfo
+
+log = logging.getLogger("pilog")
+
+
+@dataclass(frozen=True, slots=True)
+class DataDirPaths:
+    """Where everything of one data dir lives."""
+
+    root: Path
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / naming.LOG_DIR
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / naming.QUARANTINE_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.root / naming.INDEX_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / naming.LOCK_FILE
+
+
+class WriterLock:
+    """The flock on DATA_DIR/LOCK that makes one process the writer (invariant 9)."""
+
+    def __init__(self, paths: DataDirPaths) -> None:
+        self.path = paths.lock
+        try:
+            paths.root.mkdir(mode=0o750, parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except PermissionError as e:
+            raise DataDirError(f"data dir {paths.root} is not writable: {e.strerror}") from e
+        except OSError as e:
+            raise DataDirError(f"cannot use data dir {paths.root}: {e.strerror}") from e
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = read_lock_pid(self.path)
+            os.close(self._fd)
+            raise LockedError(str(paths.root), pid) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing drops the flock; the pid stays for post-mortems
+
+
+def read_lock_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def writer_pid(paths: DataDirPaths) -> int | None:
+    """Pid of a live process holding the data dir, judged without taking the lock."""
+    pid = read_lock_pid(paths.lock)
+    if pid is None:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"pilog" in cmdline else None
+
+
+class EventLog:
+    """The writer side of a data dir: stamped events in, durable seqs out."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        fs: FileSystem | None = None,
+    ) -> None:
+        self.config = config
+        self.paths = DataDirPaths(config.data_dir)
+        self.clock = clock or SystemClock()
+        self.boot_id = boot_id()
+        self._lock = WriterLock(self.paths)
+        self.index: IndexStore | None = None
+        try:
+            self.writer, repairs = open_log(
+                self.paths.log_dir,
+                self.paths.quarantine_dir,
+                LogOptions(**log_options(config)),
+                fs=fs,
+                hooks=self,
+                ts_of=record_ts,
+                wall_ns=self.clock.wall_ns,
+            )
+            self.epoch_hex = self.writer.epoch.hex()
+            self.index = IndexStore.open_for_writer(
+                self.paths.index, self.paths.log_dir, self.epoch_hex
+            )
+        except PermissionError as e:
+            self._lock.release()
+            raise DataDirError(f"data dir {config.data_dir} is not writable: {e}") from e
+        except OSError as e:
+            self._lock.release()
+            if e.errno == errno.EROFS:
+                raise DataDirError(f"data dir {config.data_dir} is on a read-only fs") from e
+            raise
+        except Exception:
+            self._lock.release()
+            raise
+        for r in repairs:
+            self.append(Repair(r.segment, r.offset, r.bytes_cut, r.reason, r.quarantined))
+
+    def append(self, body: Body) -> int:
+        """Stamp `body` with the clocks and append it; return its seq (durable later)."""
+        ts = self.clock.wall_ns()
+        seq = self.writer.append(
+            encode_record(Record(ts, self.clock.mono_ns(), self.boot_id, body)), ts
+        )
+        if isinstance(body, Gap | Repair) and self.index is not None:
+            self.index.add_incident(seq, ts, body)
+        return seq
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.index is not None:
+                self.index.close()
+            self._lock.release()
+
+    # -- LogHooks ------------------------------------------------------------------------
+
+    def segment_sealed(self, info: SegmentInfo) -> None:
+        if self.index is not None:
+            self.index.upsert_segment(info)
+
+    def segments_deleted(self, base_seqs: list[int]) -> None:
+        if self.index is not None:
+            self.index.delete_segments(base_seqs)
+
+    def dropped(self, drop: Drop) -> None:
+        self.append(Gap(drop.reason, first_seq=drop.first_seq, last_seq=drop.last_seq))
+
+    def cursor_floor(self) -> int | None:
+        return self.index.cursor_floor() if self.index is not None else None

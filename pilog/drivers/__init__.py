@@ -1,0 +1,48 @@
+"""Drivers: the registry of built-in drivers and the public base classes.
+
+A sensor's `driver` key names a built-in driver (`synthetic`), a class by
+`"package.module:Class"`, or an entry point in the `pilog.drivers` group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from pilog.drivers.base import DriverContext, NoOptions, Payload, PollingDriver
+from pilog.errors import ConfigError
+
+__all__ = ["BUILTIN", "DriverContext", "NoOptions", "Payload", "PollingDriver", "find_driver"]
+
+BUILTIN: dict[str, str] = {
+    "synthetic": "pilog.drivers.synthetic.driver:SyntheticDriver",
+}
+
+
+def find_driver(ref: str) -> type[PollingDriver]:
+    """The driver class named by a built-in name, "module:Class", or an entry point."""
+    target = BUILTIN.get(ref)
+    if target is None and ":" in ref:
+        target = ref
+    if target is None:
+        for ep in entry_points(group="pilog.drivers"):
+            if ep.name == ref:
+                return _checked(ref, ep.load())
+        known = ", ".join(sorted(BUILTIN))
+        raise ConfigError(f"unknown driver '{ref}' (built-in: {known}; or 'package.module:Class')")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"driver '{ref}': cannot import {module_name}: {e}") from e
+    try:
+        cls = getattr(module, cls_name)
+    except AttributeError:
+        raise ConfigError(f"driver '{ref}': {module_name} has no {cls_name}") from None
+    return _checked(ref, cls)
+
+
+def _checked(ref: str, cls: object) -> type[PollingDriver]:
+    if not (isinstance(cls, type) and issubclass(cls, PollingDriver)):
+        raise ConfigError(f"driver '{ref}' is not a pilog.drivers.PollingDriver subclass")
+    return cls

@@ -1,0 +1,251 @@
+"""The runtime: drivers -> stamped events -> the log, on one asyncio loop.
+
+Concurrency model (docs/decisions/0004-concurrency-model.md): one asyncio loop schedules every
+driver and appends every event; blocking device I/O runs on one daemon worker thread per
+driver, so a driver stuck in a syscall is abandoned rather than waited for; file I/O of the log
+runs on the log's committer thread. Appending never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilog.clock import Clock
+from pilog.config import Config, SensorConfig
+from pilog.datadir import EventLog
+from pilog.drivers import DriverContext, PollingDriver, find_driver
+from pilog.drivers.base import Payload, parse_options
+from pilog.errors import LogFullError, LogIOError
+from pilog.events import ClockStep, DriverFailed, DriverStarted, DriverStopped, Gap, Reading
+
+log = logging.getLogger("pilog.runtime")
+
+RESTART_BACKOFF_MIN_S = 1.0
+RESTART_BACKOFF_MAX_S = 300.0
+CLOCK_CHECK_INTERVAL_S = 1.0
+CLOCK_STEP_THRESHOLD_NS = 1_000_000_000
+FAST_POLL_YIELD_EVERY = 64  # interval_ms = 0: let other tasks run this often
+
+
+@dataclass
+class DriverHealth:
+    """What `pilog status` will report of one sensor."""
+
+    sensor: str
+    driver: str
+    state: str = "starting"
+    readings: int = 0
+    failures: int = 0
+    dropped: int = 0  # readings refused by a full log, recorded in a Gap when it has room
+    last_error: str = ""
+
+
+@dataclass
+class _Worker:
+    """A daemon thread that runs one driver's blocking calls, one at a time."""
+
+    name: str
+    _thread: threading.Thread | None = None
+    _calls: list[tuple[Callable[[], Any], Future[Any]]] = field(default_factory=list)
+    _cv: threading.Condition = field(default_factory=threading.Condition)
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._cv:
+            self._calls.append((fn, fut))
+            self._cv.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._calls:
+                    self._cv.wait()
+                fn, fut = self._calls.pop(0)
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+
+class Runtime:
+    """Runs every configured sensor until `stop` is set."""
+
+    def __init__(self, config: Config, events: EventLog, clock: Clock) -> None:
+        self.config = config
+        self.events = events
+        self.clock = clock
+        self.health: dict[str, DriverHealth] = {}
+        self.fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        drivers = [(s, find_driver(s.driver)) for s in self.config.sensor]
+        contexts = [(s, cls, parse_options(cls, s, self.config.source)) for s, cls in drivers]
+        tasks = [
+            asyncio.create_task(self._supervise(s, cls, opts), name=f"sensor:{s.name}")
+            for s, cls, opts in contexts
+        ]
+        tasks.append(asyncio.create_task(self._watch_clock(), name="clock"))
+        try:
+            await self._stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _fail_hard(self, e: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = e
+            log.error("stopping: %s", e)
+        self._stop.set()
+
+    def _append(self, body: Any) -> int | None:
+        try:
+            return self.events.append(body)
+        except LogFullError:
+            return None
+        except LogIOError as e:
+            self._fail_hard(e)
+            return None
+
+    # -- one sensor ----------------------------------------------------------------------
+
+    async def _supervise(self, sensor: SensorConfig, cls: type[PollingDriver], opts: Any) -> None:
+        health = self.health[sensor.name] = DriverHealth(sensor.name, cls.name or sensor.driver)
+        backoff = RESTART_BACKOFF_MIN_S
+        while not self._stop.is_set():
+            worker = _Worker(f"driver:{sensor.name}")
+            driver = cls(DriverContext(sensor, opts, self.clock, log.getChild(sensor.name)))
+            try:
+                await self._call(worker, driver, driver.open, sensor)
+                self._append(DriverStarted(sensor.name, health.driver))
+                health.state = "running"
+                await self._poll_forever(worker, driver, sensor, health)
+            except asyncio.CancelledError:
+                health.state = "stopped"
+                self._append(DriverStopped(sensor.name, "pilog stopping"))
+                self._close_quietly(worker, driver)
+                raise
+            except Exception as e:
+                health.failures += 1
+                health.state = "restarting"
+                health.last_error = _describe(e)
+                log.warning(
+                    "sensor %s failed: %s; restarting in %.0fs",
+                    sensor.name,
+                    health.last_error,
+                    backoff,
+                )
+                self._append(DriverFailed(sensor.name, health.last_error, backoff))
+                self._close_quietly(worker, driver)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
+            else:
+                backoff = RESTART_BACKOFF_MIN_S
+
+    async def _call(
+        self, worker: _Worker, driver: PollingDriver, fn: Callable[[], Any], sensor: SensorConfig
+    ) -> Any:
+        if not driver.blocking:
+            return fn()
+        timeout = _timeout_s(sensor)
+        fut = asyncio.wrap_future(worker.submit(fn))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {timeout:.1f}s") from None
+
+    async def _poll_forever(
+        self, worker: _Worker, driver: PollingDriver, sensor: SensorConfig, health: DriverHealth
+    ) -> None:
+        interval_s = sensor.interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        kind = driver.sensor_type or driver.name
+        while True:
+            payloads: list[Payload] = await self._call(worker, driver, driver.poll, sensor)
+            for values in payloads:
+                if self._append(Reading(sensor.name, kind, values)) is None:
+                    health.dropped += 1
+                else:
+                    health.readings += 1
+                    if health.dropped:
+                        self._report_dropped(sensor, health)
+            tick += 1
+            if interval_s == 0:
+                if tick % FAST_POLL_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                continue
+            # Drift-free: the k-th poll is due at start + k * interval; missed slots are skipped.
+            now = loop.time()
+            due = start + tick * interval_s
+            if due < now:
+                tick = math.ceil((now - start) / interval_s)
+                due = start + tick * interval_s
+            await asyncio.sleep(due - now)
+
+    def _report_dropped(self, sensor: SensorConfig, health: DriverHealth) -> None:
+        gap = Gap(
+            "log refused appends (full or disk stalled)", count=health.dropped, sensor=sensor.name
+        )
+        if self._append(gap) is not None:
+            log.warning(
+                "sensor %s: %d readings were dropped at the source", sensor.name, health.dropped
+            )
+            health.dropped = 0
+
+    def _close_quietly(self, worker: _Worker, driver: PollingDriver) -> None:
+        def close() -> None:
+            try:
+                driver.close()
+            except Exception as e:
+                log.debug("closing %s: %s", driver.ctx.sensor.name, e)
+
+        if driver.blocking:
+            worker.submit(close)  # behind a hung poll, it never runs: the thread is abandoned
+        else:
+            close()
+
+    # -- clock ---------------------------------------------------------------------------
+
+    async def _watch_clock(self) -> None:
+        """Append a ClockStep when wall time jumps against monotonic time (NTP on no RTC)."""
+        offset = self.clock.wall_ns() - self.clock.mono_ns()
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_INTERVAL_S)
+            wall, mono = self.clock.wall_ns(), self.clock.mono_ns()
+            step = (wall - mono) - offset
+            if abs(step) > CLOCK_STEP_THRESHOLD_NS:
+                log.warning("wall clock stepped by %+.3fs", step / 1e9)
+                self._append(ClockStep(step, wall - step, wall))
+                offset = wall - mono
+
+
+def _timeout_s(sensor: SensorConfig) -> float:
+    if sensor.timeout_ms is not None:
+        return sensor.timeout_ms / 1000
+    return max(3 * sensor.interval_ms / 1000, 5.0)
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, OSError | TimeoutError) else f"{type(e).__name__}: {text}"
