@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,8 +240,21 @@ def _humanize(message: str) -> str:
     if not m:
         return message
     what, path = m.groups()
+    choices = _literal_choices(path)
+    if choices and what.startswith("Invalid enum value"):
+        what += f"; expected one of {', '.join(repr(c) for c in choices)}"
     path = re.sub(r"\.options(?=\.|$)", "", path) or "(top level)"
     return f"{path}: {what}"
+
+
+def _literal_choices(path: str) -> tuple[object, ...]:
+    """The allowed values of a Literal-typed key such as `log.fsync`, else ()."""
+    typ: object = Config
+    for part in re.sub(r"\[\d+\]", "", path).split("."):
+        if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+            return ()
+        typ = typing.get_type_hints(typ).get(part)
+    return typing.get_args(typ) if typing.get_origin(typ) is Literal else ()
 
 
 def log_options(config: Config) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""The SQLite index: catalogue on seal, rebuild from the log, cursors, incidents."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pilog.config import Config, parse_config
+from pilog.datadir import EventLog
+from pilog.events import Gap, Reading
+from pilog.index.store import IndexStore
+from pilog.testing.clock import FakeClock
+
+SECOND = 1_000_000_000
+
+
+def make_config(data_dir: Path, segment: str = "8KiB") -> Config:
+    text = f"""
+    device_id = "test-box"
+    data_dir = "{data_dir}"
+    [log]
+    segment_bytes = "{segment}"
+    max_bytes = "64MiB"
+    preallocate = false
+    """
+    return parse_config(tomllib.loads(text), "test.toml", {})
+
+
+def fill(events: EventLog, clock: FakeClock, n: int) -> list[int]:
+    seqs = []
+    for i in range(n):
+        clock.advance(SECOND)
+        seqs.append(events.append(Reading("s", "synthetic", {"i": i, "pad": "x" * 40})))
+    events.writer.sync()
+    return seqs
+
+
+def test_sealed_segments_are_catalogued_with_seq_and_time_bounds(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    start = clock.wall_ns()
+    fill(events, clock, 400)
+    events.close()
+    index = IndexStore(tmp_path / "index.sqlite", readonly=True)
+    rows = index.segments()
+    assert len(rows) >= 3
+    assert all(r.sealed for r in rows)
+    assert rows[0].base_seq == 0
+    for a, b in itertools.pairwise(rows):
+        assert b.base_seq == a.last_seq + 1
+        assert a.first_ts_ns is not None
+        assert a.last_ts_ns is not None
+        assert a.first_ts_ns <= a.last_ts_ns < b.first_ts_ns  # type: ignore[operator]
+    assert rows[0].first_ts_ns == start + SECOND
+    on_disk = {p.name: p.stat().st_size for p in (tmp_path / "log").iterdir()}
+    for r in rows:
+        assert on_disk[r.name] == r.size
+
+
+def test_appending_within_a_segment_writes_nothing_to_the_index(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path, segment="1MiB"), clock=clock)
+    assert events.index is not None
+    before = events.index._db.total_changes
+    fill(events, clock, 200)
+    assert events.index._db.total_changes == before
+    events.close()
+
+
+def test_missing_index_is_rebuilt_with_the_same_catalogue_and_incidents(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    fill(events, clock, 300)
+    gap_seq = events.append(Gap("test gap", count=3, sensor="s"))
+    fill(events, clock, 100)
+    events.close()
+    original = IndexStore(tmp_path / "index.sqlite", readonly=True)
+    expected = original.segments()
+    expected_incidents = original.incidents()
+    original.close()
+    for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    sealed = [s for s in events.index.segments() if s.sealed]
+    assert sealed == expected
+    assert [i.seq for i in events.index.incidents()] == [gap_seq]
+    assert events.index.incidents() == expected_incidents
+    events.close()
+
+
+def test_damaged_index_is_kept_aside_rebuilt_and_keeps_cursors_if_readable(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    fill(events, clock, 300)
+    events.close()
+    (tmp_path / "index.sqlite").write_bytes(b"this is not a database" * 100)
+
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    assert len(events.index.segments()) >= 2
+    assert list(tmp_path.glob("index.sqlite.broken-*"))
+    events.close()
+
+
+def test_index_of_another_epoch_is_rebuilt_and_cursors_salvaged(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    fill(events, clock, 300)
+    events.index.set_cursor("sink:upstream", 123)
+    events.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = 'feedface' WHERE key = 'epoch'")
+        db.execute("DELETE FROM segments")
+    db.close()
+
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    assert events.index.cursors() == {"sink:upstream": 123}
+    assert len(events.index.segments()) >= 2
+    events.close()
+
+
+def test_cursor_floor_is_the_slowest_consumer(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.sqlite")
+    store._create("00" * 16)
+    assert store.cursor_floor() is None
+    store.set_cursor("sink:a", 50)
+    store.set_cursor("projection:latest", 20)
+    assert store.cursor_floor() == 20
+    store.set_cursor("projection:latest", 70)
+    assert store.cursor_floor() == 50
+    store.close()
+
+
+def test_time_lookup_finds_first_segment_reaching_a_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    start = clock.wall_ns()
+    fill(events, clock, 400)
+    events.close()
+    index = IndexStore(tmp_path / "index.sqlite", readonly=True)
+    rows = index.segments()
+    target = rows[1].first_ts_ns
+    assert target is not None
+    assert index.first_segment_reaching(target) == rows[1].base_seq
+    assert index.first_segment_reaching(start) == 0
+    assert index.first_segment_reaching(target + 10**15) is None
+
+
+def test_readonly_index_refuses_writes(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.sqlite")
+    store._create("00" * 16)
+    store.close()
+    ro = IndexStore(tmp_path / "index.sqlite", readonly=True)
+    with pytest.raises(sqlite3.OperationalError):
+        ro.set_cursor("x", 1)
