@@ -235,7 +235,7 @@ class IndexStore:
 
 def _incident_row(seq: int, ts_ns: int, body: Gap | Repair) -> tuple[int, str, int, str]:
     kind = "gap" if isinstance(body, Gap) else "repair"
-    return (seq, kind, ts_ns, msgspec.json.encode(body).decode())
+    return (seq, kind, ts_ns, msgspec.json.encode(msgspec.structs.asdict(body)).decode())
 
 
 def _segment_of(bases: list[int], seq: int) -> int:
