@@ -16,7 +16,7 @@ from pilog import runtime as runtime_mod
 from pilog.config import Config, parse_config
 from pilog.datadir import EventLog
 from pilog.drivers import Payload, PollingDriver
-from pilog.events import ClockStep, DriverFailed, DriverStarted, Event, Reading
+from pilog.events import ClockStep, DriverFailed, DriverStarted, Event, Gap, Reading
 from pilog.history import History
 from pilog.runtime import Runtime
 from pilog.testing.clock import FakeClock
@@ -166,3 +166,55 @@ def test_wall_clock_step_is_recorded_as_clock_step_event(
 
 def _has_step(data_dir: Path) -> bool:
     return any(isinstance(e.body, ClockStep) for e in History(data_dir).events(0))
+
+
+def test_readings_refused_by_a_full_log_are_counted_then_recorded_as_a_gap(
+    tmp_path: Path,
+) -> None:
+    text = f"""
+    device_id = "rt"
+    data_dir = "{tmp_path}"
+    [log]
+    fsync = "never"
+    fsync_interval_ms = 5
+    segment_bytes = "4KiB"
+    max_bytes = "16KiB"
+    on_full = "block"
+    {sensor("fast", "synthetic", 1)}
+    """
+    config = parse_config(tomllib.loads(text), "test.toml", {})
+    clock = FakeClock()
+    events = EventLog(config, clock=clock)
+    assert events.index is not None
+    events.index.set_cursor("sink:stalled", 0)  # a consumer that holds the oldest segment
+    rt = Runtime(config, events, clock)
+    released = threading.Event()
+
+    async def main() -> None:
+        task = asyncio.create_task(rt.run())
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit:
+            health = rt.health.get("fast")
+            if health and health.dropped >= 10 and not released.is_set():
+                assert events.index is not None
+                events.index.set_cursor("sink:stalled", events.writer.next_seq)
+                released.set()
+            if released.is_set() and _gaps(tmp_path):
+                break
+            await asyncio.sleep(0.01)
+        rt.stop()
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        events.close()
+    gaps = _gaps(tmp_path)
+    assert len(gaps) == 1
+    assert gaps[0].sensor == "fast"
+    assert gaps[0].count >= 10
+    assert gaps[0].first_seq is None
+
+
+def _gaps(data_dir: Path) -> list[Gap]:
+    return [e.body for e in History(data_dir).events(0) if isinstance(e.body, Gap)]
