@@ -7,6 +7,9 @@ carries it, and `decode_event` joins the two.
 Schema evolution: a body or the envelope gains fields only at its end, each with a default,
 so older records decode with the default and older readers ignore nothing they need. A tag is
 never reused. Field names in `Reading.values` carry their unit (`temperature_c`).
+
+Event structs are `gc=False`: they hold only plain data, so they cannot form reference cycles,
+and replaying millions of them must not wake the cycle collector.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import msgspec
 Value = float | int | str | bool
 
 
-class Reading(msgspec.Struct, array_like=True, tag=1, frozen=True):
+class Reading(msgspec.Struct, array_like=True, gc=False, tag=1, frozen=True):
     """One sample of one sensor."""
 
     sensor: str
@@ -28,7 +31,7 @@ class Reading(msgspec.Struct, array_like=True, tag=1, frozen=True):
     values: dict[str, Value]
 
 
-class Gap(msgspec.Struct, array_like=True, tag=2, frozen=True):
+class Gap(msgspec.Struct, array_like=True, gc=False, tag=2, frozen=True):
     """Events that were lost: deleted seqs `first_seq..last_seq`, or `count` never logged."""
 
     reason: str
@@ -38,7 +41,7 @@ class Gap(msgspec.Struct, array_like=True, tag=2, frozen=True):
     sensor: str | None = None
 
 
-class ClockStep(msgspec.Struct, array_like=True, tag=3, frozen=True):
+class ClockStep(msgspec.Struct, array_like=True, gc=False, tag=3, frozen=True):
     """The wall clock jumped by `step_ns` relative to the monotonic clock (NTP sync, RTC)."""
 
     step_ns: int
@@ -46,23 +49,23 @@ class ClockStep(msgspec.Struct, array_like=True, tag=3, frozen=True):
     wall_after_ns: int
 
 
-class DriverStarted(msgspec.Struct, array_like=True, tag=4, frozen=True):
+class DriverStarted(msgspec.Struct, array_like=True, gc=False, tag=4, frozen=True):
     sensor: str
     driver: str
 
 
-class DriverStopped(msgspec.Struct, array_like=True, tag=5, frozen=True):
+class DriverStopped(msgspec.Struct, array_like=True, gc=False, tag=5, frozen=True):
     sensor: str
     reason: str
 
 
-class DriverFailed(msgspec.Struct, array_like=True, tag=6, frozen=True):
+class DriverFailed(msgspec.Struct, array_like=True, gc=False, tag=6, frozen=True):
     sensor: str
     error: str
     restart_in_s: float
 
 
-class Repair(msgspec.Struct, array_like=True, tag=7, frozen=True):
+class Repair(msgspec.Struct, array_like=True, gc=False, tag=7, frozen=True):
     """The log's torn tail was cut when it was opened (`quarantined` keeps the bytes)."""
 
     segment: str
@@ -72,7 +75,7 @@ class Repair(msgspec.Struct, array_like=True, tag=7, frozen=True):
     quarantined: str | None = None
 
 
-class Note(msgspec.Struct, array_like=True, tag=8, frozen=True):
+class Note(msgspec.Struct, array_like=True, gc=False, tag=8, frozen=True):
     text: str
 
 
@@ -91,7 +94,7 @@ BODY_TYPES: dict[type[Any], str] = {
 TYPE_NAMES = frozenset(BODY_TYPES.values())
 
 
-class Record(msgspec.Struct, array_like=True, frozen=True):
+class Record(msgspec.Struct, array_like=True, gc=False, frozen=True):
     """The stored envelope: everything of an event but its seq."""
 
     ts_ns: int
@@ -100,7 +103,7 @@ class Record(msgspec.Struct, array_like=True, frozen=True):
     body: Body
 
 
-class Event(msgspec.Struct, frozen=True):
+class Event(msgspec.Struct, gc=False, frozen=True):
     """An event as read back: its seq and its record."""
 
     seq: int

@@ -37,8 +37,9 @@ class History:
     def events(
         self, from_seq: int = 0, *, follow: bool = False, stop: threading.Event | None = None
     ) -> Iterator[Event]:
-        for seq, payload in self.reader.read_from(from_seq, follow=follow, stop=stop):
-            yield decode_event(seq, payload)
+        for batch in self.reader.read_batches(from_seq, follow=follow, stop=stop):
+            for seq, payload in batch:
+                yield decode_event(seq, payload)
 
     def last_seq(self) -> int | None:
         return self.reader.last_seq()

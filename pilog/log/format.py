@@ -143,52 +143,60 @@ class ScanResult:
 
 
 def scan_frames(
-    buf: bytes | memoryview,
+    buf: bytes,
     offset: int,
     expect_seq: int,
-    out: list[tuple[int, memoryview]],
-    limit: int = -1,
+    out: list[tuple[int, bytes]],
 ) -> ScanResult:
     """Append (seq, payload) of consecutive good frames in `buf` from `offset` to `out`.
 
     Stops at the end of the buffer, at zero-filled space, at a frame that runs past the
-    buffer, at a frame failing a check (checksum, length, type, seq not `expect_seq`), or
-    after `limit` frames (status END). Never raises: the caller decides whether a stop is a
-    torn tail or corruption.
+    buffer, or at a frame failing a check (checksum, length, type, seq not `expect_seq`).
+    Never raises: the caller decides whether a stop is a torn tail or corruption.
     """
-    mv = memoryview(buf)
-    end = len(mv)
+    # The hot loop of every replay: only the happy path here, `_why_stopped` classifies.
+    end = len(buf)
     unpack = _FRAME.unpack_from
     crc32 = zlib.crc32
+    append = out.append
     seq_expected = expect_seq
-    n = 0
-    while True:
-        if n == limit:
-            return ScanResult(offset, FrameStatus.END)
-        if offset == end:
-            return ScanResult(offset, FrameStatus.END)
-        if offset + FRAME_HEADER_BYTES > end:
-            if is_zero(mv[offset:end]):
-                return ScanResult(offset, FrameStatus.ZERO)
-            return ScanResult(offset, FrameStatus.PARTIAL, "frame header runs past end")
-        crc, length, seq, ftype = unpack(mv, offset)
-        if crc == 0 and length == 0 and seq == 0 and ftype == 0:
-            return ScanResult(offset, FrameStatus.ZERO)
-        if length > MAX_PAYLOAD_BYTES:
-            return ScanResult(offset, FrameStatus.BAD, f"frame length {length} too large")
+    while offset + FRAME_HEADER_BYTES <= end:
+        crc, length, seq, ftype = unpack(buf, offset)
         stop = offset + FRAME_HEADER_BYTES + length
-        if stop > end:
-            return ScanResult(offset, FrameStatus.PARTIAL, "frame payload runs past end")
-        if crc != crc32(mv[offset + 4 : stop]):
-            return ScanResult(offset, FrameStatus.BAD, "frame checksum mismatch")
-        if ftype not in FRAME_TYPES:
-            return ScanResult(offset, FrameStatus.BAD, f"unknown frame type {ftype}")
-        if seq != seq_expected:
-            return ScanResult(offset, FrameStatus.BAD, f"seq {seq} where {seq_expected} expected")
-        out.append((seq, mv[offset + FRAME_HEADER_BYTES : stop]))
+        if (
+            stop > end
+            or seq != seq_expected
+            or ftype != FRAME_RECORD
+            or crc != crc32(buf[offset + 4 : stop])
+        ):
+            break
+        append((seq, buf[offset + FRAME_HEADER_BYTES : stop]))
         seq_expected += 1
         offset = stop
-        n += 1
+    return _why_stopped(buf, offset, seq_expected)
+
+
+def _why_stopped(buf: bytes, offset: int, seq_expected: int) -> ScanResult:
+    end = len(buf)
+    if offset == end:
+        return ScanResult(offset, FrameStatus.END)
+    if offset + FRAME_HEADER_BYTES > end:
+        if is_zero(buf[offset:end]):
+            return ScanResult(offset, FrameStatus.ZERO)
+        return ScanResult(offset, FrameStatus.PARTIAL, "frame header runs past end")
+    crc, length, seq, ftype = _FRAME.unpack_from(buf, offset)
+    if crc == 0 and length == 0 and seq == 0 and ftype == 0:
+        return ScanResult(offset, FrameStatus.ZERO)
+    if length > MAX_PAYLOAD_BYTES:
+        return ScanResult(offset, FrameStatus.BAD, f"frame length {length} too large")
+    stop = offset + FRAME_HEADER_BYTES + length
+    if stop > end:
+        return ScanResult(offset, FrameStatus.PARTIAL, "frame payload runs past end")
+    if crc != zlib.crc32(buf[offset + 4 : stop]):
+        return ScanResult(offset, FrameStatus.BAD, "frame checksum mismatch")
+    if ftype not in FRAME_TYPES:
+        return ScanResult(offset, FrameStatus.BAD, f"unknown frame type {ftype}")
+    return ScanResult(offset, FrameStatus.BAD, f"seq {seq} where {seq_expected} expected")
 
 
 def is_zero(buf: bytes | memoryview) -> bool:

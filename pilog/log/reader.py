@@ -28,7 +28,8 @@ READ_CHUNK_BYTES = 1 << 20
 HEADER_READ_BYTES = 512
 FOLLOW_POLL_S = 0.2
 
-Record = tuple[int, memoryview]
+Record = tuple[int, bytes]
+Batch = list[Record]
 
 
 class _SegmentCursor:
@@ -115,9 +116,20 @@ class LogReader:
         """Yield (seq, payload) for every record with seq >= `seq`, in order.
 
         Without `follow`, ends at the current end of the newest segment. With `follow`, waits
-        for more until `stop` is set. Payloads are views valid for as long as they are held.
-        Raises CorruptionError on damage in a sealed segment.
+        for more until `stop` is set. Raises CorruptionError on damage in a sealed segment.
         """
+        for batch in self.read_batches(seq, follow=follow, stop=stop, poll_s=poll_s):
+            yield from batch
+
+    def read_batches(
+        self,
+        seq: int = 0,
+        *,
+        follow: bool = False,
+        stop: threading.Event | None = None,
+        poll_s: float = FOLLOW_POLL_S,
+    ) -> Iterator[Batch]:
+        """As `read_from`, a non-empty list of records at a time (one read's worth)."""
         segments = self.segments()
         if not segments:
             if not follow:
@@ -144,17 +156,18 @@ class LogReader:
         follow: bool,
         stop: threading.Event | None,
         poll_s: float,
-    ) -> Generator[Record, None, tuple[int, Path] | None]:
+    ) -> Generator[Batch, None, tuple[int, Path] | None]:
         """Yield the segment's records; return its successor, or None at the end of reading."""
-        out: list[Record] = []
         while True:
             nxt = self._next_segment(cursor)
             # With a successor on disk this segment is sealed: this read sees all of it.
-            out.clear()
+            first = cursor.next_seq
+            out: Batch = []
             cursor.read(out)
-            for record in out:
-                if record[0] >= seq:
-                    yield record
+            if out and first < seq:
+                out = out[max(seq - first, 0) :]
+            if out:
+                yield out
             if nxt is not None:
                 cursor.check_sealed_end()
                 base, path = nxt

@@ -113,11 +113,10 @@ def open_log(
     epoch = header.epoch
     if len(segments) > 1:
         _check_epoch(fs, segments[0][1], epoch)
-    frames: list[tuple[int, memoryview]] = []
+    frames: list[tuple[int, bytes]] = []
     result = scan_frames(data, header.size, base, frames)
-    tail = memoryview(data)[result.offset :]
     handle = fs.open(path, create=False)
-    if result.status != FrameStatus.END and not is_zero(tail):
+    if result.status != FrameStatus.END and not is_zero(data[result.offset :]):
         reason = result.reason or "garbage in zero-filled space"
         repair = _quarantine(fs, path, quarantine_dir, result.offset, data, reason, wall_ns())
         repairs.append(repair)
@@ -126,10 +125,10 @@ def open_log(
     if options.preallocate and handle.size() < options.segment_bytes:
         handle.allocate(options.segment_bytes)
         handle.datasync()
-    first_ts = ts_of(bytes(frames[0][1])) if frames and ts_of else None
-    last_ts = ts_of(bytes(frames[-1][1])) if frames and ts_of else None
+    first_ts = ts_of(frames[0][1]) if frames and ts_of else None
+    last_ts = ts_of(frames[-1][1]) if frames and ts_of else None
     last_seq = frames[-1][0] if frames else base - 1
-    del frames, tail
+    del frames
     active = _Active(base, handle, result.offset, last_seq, first_ts, last_ts)
     sealed = [_sealed_segment(p, b, nxt) for (b, p), (nxt, _) in itertools.pairwise(segments)]
     for r in repairs:
