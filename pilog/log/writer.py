@@ -186,10 +186,18 @@ class LogWriter:
         self._seg_base = active.base_seq
         self._seg_bytes = active.data_end
         self._seg_started = time.monotonic()
-        self._rotate_requested = False
+        self._rotate_at = options.segment_bytes  # 0: rotate with the next append
+        # The batch appends go to (last of _batches), its bytes, and its latest wall time.
+        self._tail: _Batch | None = None
+        self._tail_data: bytearray | None = None
+        self._tail_ts: int | None = None
         self._full = False
         self._failed: LogIOError | None = None
         self._closed = False
+        self._refusing = False
+        self._max_pending_bytes = options.max_pending_bytes
+        self._max_age_s = options.segment_max_age_s
+        self._always = options.fsync == FSYNC_ALWAYS
 
         # Committer state, under _io_lock.
         self._active = active
@@ -210,61 +218,77 @@ class LogWriter:
         or the disk has stalled and the in-memory batch is at its bound), LogIOError when the
         writer failed for good.
         """
+        # The hot path of every reading: one flag for every reason to refuse, no calls.
         with self._lock:
-            if self._closed:
-                raise LogFullError("log is closed")
-            if self._failed is not None:
-                raise self._failed
-            if self._full:
-                raise LogFullError("log is full and on_full = 'block'")
-            if self._pending_bytes > self.options.max_pending_bytes:
-                raise LogFullError(
-                    f"{self._pending_bytes} bytes wait for the disk ({self._io_error or 'busy'})"
-                )
-            return self._append(payload, ts_ns)
-
-    def _append(self, payload: bytes, ts_ns: int | None) -> int:
-        seq = self._next_seq
-        size = FRAME_HEADER_BYTES + len(payload)
-        has_frames = seq > self._seg_base
-        if has_frames and (
-            self._rotate_requested
-            or self._seg_bytes + size > self.options.segment_bytes
-            or self._segment_too_old()
-        ):
-            self._seg_base = seq
-            self._seg_bytes = self._header_bytes
-            self._seg_started = time.monotonic()
-            self._rotate_requested = False
-        batches = self._batches
-        if not batches or batches[-1].segment_base != self._seg_base:
-            batches.append(_Batch(self._seg_base, first_seq=seq, first_ts=ts_ns))
-        batch = batches[-1]
-        body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
-        data = batch.data
-        data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body)))
-        data += body
-        data += payload
-        batch.last_seq = seq
-        if ts_ns is not None:
-            batch.last_ts = ts_ns
-            if batch.first_ts is None:
-                batch.first_ts = ts_ns
-        self._seg_bytes += size
-        self._pending_bytes += size
-        self._next_seq = seq + 1
-        if self.options.fsync == FSYNC_ALWAYS:
+            if self._refusing or self._pending_bytes > self._max_pending_bytes:
+                raise self._refusal()
+            seq = self._next_seq
+            size = FRAME_HEADER_BYTES + len(payload)
+            if seq > self._seg_base and (
+                self._seg_bytes + size > self._rotate_at or self._segment_too_old()
+            ):
+                self._start_segment(seq)
+            data = self._tail_data
+            if data is None:
+                data = self._new_tail(seq, ts_ns)
+            body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
+            data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body))) + body + payload
+            if ts_ns is not None:
+                self._tail_ts = ts_ns
+            self._seg_bytes += size
+            self._pending_bytes += size
+            self._next_seq = seq + 1
+        if self._always:
             self._wake.set()
         return seq
 
+    def _refusal(self) -> Exception:
+        if self._closed:
+            return LogFullError("log is closed")
+        if self._failed is not None:
+            return self._failed
+        if self._full:
+            return LogFullError("log is full and on_full = 'block'")
+        return LogFullError(
+            f"{self._pending_bytes} bytes wait for the disk ({self._io_error or 'busy'})"
+        )
+
+    def _start_segment(self, seq: int) -> None:
+        """Send appends from `seq` on to a new segment (under _lock)."""
+        self._close_tail()
+        self._seg_base = seq
+        self._seg_bytes = self._header_bytes
+        self._seg_started = time.monotonic()
+        self._rotate_at = self.options.segment_bytes
+
+    def _new_tail(self, seq: int, ts_ns: int | None) -> bytearray:
+        """Open the batch appends go to until the next rotation or commit (under _lock)."""
+        batch = _Batch(self._seg_base, first_seq=seq, first_ts=ts_ns)
+        self._batches.append(batch)
+        self._tail = batch
+        self._tail_data = batch.data
+        self._tail_ts = ts_ns
+        return batch.data
+
+    def _close_tail(self) -> None:
+        """Fill in what appends leave out of the tail batch: its last seq and time."""
+        if self._tail is not None:
+            self._tail.last_seq = self._next_seq - 1
+            self._tail.last_ts = self._tail_ts
+            self._tail = self._tail_data = None
+
+    def _set_refusing(self) -> None:
+        """Recompute the append hot path's one flag (under _lock)."""
+        self._refusing = self._closed or self._failed is not None or self._full
+
     def _segment_too_old(self) -> bool:
-        max_age = self.options.segment_max_age_s
+        max_age = self._max_age_s
         return max_age is not None and time.monotonic() - self._seg_started > max_age
 
     def rotate(self) -> None:
         """Start a new segment with the next append (no-op on an empty segment)."""
         with self._lock:
-            self._rotate_requested = True
+            self._rotate_at = 0
 
     # -- durability ----------------------------------------------------------------------
 
@@ -325,6 +349,7 @@ class LogWriter:
             if self._closed:
                 return
             self._closed = True
+            self._set_refusing()
         self._wake.set()
         self._thread.join()
         try:
@@ -361,6 +386,7 @@ class LogWriter:
             if self._failed is not None:
                 return
             with self._lock:
+                self._close_tail()
                 batches, self._batches = self._batches, []
                 self._pending_bytes = 0
             try:
@@ -374,6 +400,7 @@ class LogWriter:
                 log.error("log writer stopped: %s", fatal)
                 with self._lock:
                     self._failed = fatal
+                    self._set_refusing()
                 with self._durable_cv:
                     self._durable_cv.notify_all()
                 return
@@ -508,6 +535,7 @@ class LogWriter:
             log.warning("log full, appends refused" if blocked else "log has room again")
         with self._lock:
             self._full = blocked
+            self._set_refusing()
         return not blocked
 
     def _maybe_apply_retention(self) -> None:
