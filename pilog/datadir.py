@@ -108,6 +108,8 @@ class EventLog:
         self.config = config
         self.paths = DataDirPaths(config.data_dir)
         self.clock = clock or SystemClock()
+        self._wall_ns = self.clock.wall_ns
+        self._mono_ns = self.clock.mono_ns
         self.boot_id = boot_id()
         self._lock = WriterLock(self.paths)
         self.index: IndexStore | None = None
@@ -137,15 +139,20 @@ class EventLog:
             self._lock.release()
             raise
         for r in repairs:
-            self.append(Repair(r.segment, r.offset, r.bytes_cut, r.reason, r.quarantined))
+            self.append_incident(Repair(r.segment, r.offset, r.bytes_cut, r.reason, r.quarantined))
 
     def append(self, body: Body) -> int:
         """Stamp `body` with the clocks and append it; return its seq (durable later)."""
-        ts = self.clock.wall_ns()
-        seq = self.writer.append(
-            encode_record(Record(ts, self.clock.mono_ns(), self.boot_id, body)), ts
+        ts = self._wall_ns()
+        return self.writer.append(
+            encode_record(Record(ts, self._mono_ns(), self.boot_id, body)), ts
         )
-        if isinstance(body, Gap | Repair) and self.index is not None:
+
+    def append_incident(self, body: Gap | Repair) -> int:
+        """Append a loss or repair and note it in the index, where `status` finds it."""
+        ts = self._wall_ns()
+        seq = self.writer.append(encode_record(Record(ts, self._mono_ns(), self.boot_id, body)), ts)
+        if self.index is not None:
             self.index.add_incident(seq, ts, body)
         return seq
 
@@ -168,7 +175,7 @@ class EventLog:
             self.index.delete_segments(base_seqs)
 
     def dropped(self, drop: Drop) -> None:
-        self.append(Gap(drop.reason, first_seq=drop.first_seq, last_seq=drop.last_seq))
+        self.append_incident(Gap(drop.reason, first_seq=drop.first_seq, last_seq=drop.last_seq))
 
     def cursor_floor(self) -> int | None:
         return self.index.cursor_floor() if self.index is not None else None

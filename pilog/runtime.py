@@ -117,9 +117,9 @@ class Runtime:
             log.error("stopping: %s", e)
         self._stop.set()
 
-    def _append(self, body: Any) -> int | None:
+    def _append(self, body: Any, incident: bool = False) -> int | None:
         try:
-            return self.events.append(body)
+            return self.events.append_incident(body) if incident else self.events.append(body)
         except LogFullError:
             return None
         except LogIOError as e:
@@ -207,7 +207,7 @@ class Runtime:
         gap = Gap(
             "log refused appends (full or disk stalled)", count=health.dropped, sensor=sensor.name
         )
-        if self._append(gap) is not None:
+        if self._append(gap, incident=True) is not None:
             log.warning(
                 "sensor %s: %d readings were dropped at the source", sensor.name, health.dropped
             )

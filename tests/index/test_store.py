@@ -75,7 +75,7 @@ def test_missing_index_is_rebuilt_with_the_same_catalogue_and_incidents(tmp_path
     clock = FakeClock()
     events = EventLog(make_config(tmp_path), clock=clock)
     fill(events, clock, 300)
-    gap_seq = events.append(Gap("test gap", count=3, sensor="s"))
+    gap_seq = events.append_incident(Gap("test gap", count=3, sensor="s"))
     fill(events, clock, 100)
     events.close()
     original = IndexStore(tmp_path / "index.sqlite", readonly=True)

@@ -41,9 +41,9 @@ class SyntheticDriver(PollingDriver):
             phase = self._n * self._step
             out.append(
                 {
-                    "temperature_c": round(21.0 + 4.0 * math.sin(phase), 3),
-                    "humidity_pct": round(45.0 + 10.0 * math.cos(phase), 3),
-                    "pressure_hpa": round(1013.25 + 2.0 * math.sin(phase / 3), 3),
+                    "temperature_c": 21.0 + 4.0 * math.sin(phase),
+                    "humidity_pct": 45.0 + 10.0 * math.cos(phase),
+                    "pressure_hpa": 1013.25 + 2.0 * math.sin(phase / 3),
                 }
             )
             self._n += 1
