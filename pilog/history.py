@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pilog.datadir import DataDirPaths
+from pilog.errors import LogError
 from pilog.events import Event, decode_event, decode_record
 from pilog.index.store import IndexStore
 from pilog.log.format import SegmentHeader, decode_header
@@ -25,12 +26,14 @@ class History:
         self.reader = LogReader(self.paths.log_dir)
 
     def header(self) -> SegmentHeader | None:
-        """The newest segment's header (device id, epoch), or None for an empty log."""
+        """The newest readable segment header (device id, epoch), or None for an empty log."""
         for _base, path in reversed(self.reader.segments()):
             try:
                 with path.open("rb") as f:
                     return decode_header(f.read(512), path.name)
-            except (OSError, ValueError):
+            except (OSError, LogError):
+                # A segment just created (header not written yet) or damaged: its
+                # predecessor has the same epoch and, almost surely, the same device id.
                 continue
         return None
 

@@ -9,7 +9,6 @@ the old file still yields them.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import sqlite3
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import msgspec
 
 from pilog.events import Gap, Repair, decode_record
+from pilog.log import naming
 from pilog.log.reader import LogReader
 from pilog.log.writer import SegmentInfo
 
@@ -64,8 +64,9 @@ class IndexStore:
                 store = cls(path)
                 problem = store._problem(epoch_hex)
                 if problem is None:
+                    store.reconcile(log_dir)
                     return store
-                cursors = store._salvage_cursors()
+                cursors = store._salvage_cursors(epoch_hex)
                 store.close()
             except sqlite3.DatabaseError as e:
                 problem = f"unreadable ({e})"
@@ -98,8 +99,13 @@ class IndexStore:
             return f"of another log (epoch {meta.get('epoch')})"
         return None
 
-    def _salvage_cursors(self) -> dict[str, int]:
+    def _salvage_cursors(self, epoch_hex: str) -> dict[str, int]:
+        """Cursors of this same log, if the old file still yields them (seqs of another
+        epoch mean nothing here)."""
         try:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("epoch") != epoch_hex:
+                return {}
             return dict(self._db.execute("SELECT name, next_seq FROM cursors").fetchall())
         except sqlite3.DatabaseError:
             return {}
@@ -114,28 +120,10 @@ class IndexStore:
             )
 
     def rebuild(self, log_dir: Path) -> None:
-        """Catalogue every sealed segment and re-find incidents by reading the whole log."""
-        reader = LogReader(log_dir)
-        segments = reader.segments()
+        """Catalogue every segment and re-find incidents by reading the whole log."""
         started = time.monotonic()
-        rows: list[tuple[int, int, int | None, int | None, int, int]] = []
-        incidents: list[tuple[int, str, int, str]] = []
-        bounds: dict[int, list[int | None]] = {b: [None, None, b - 1] for b, _ in segments}
-        bases = [b for b, _ in segments]
-        for seq, payload in reader.read_from(bases[0] if bases else 0):
-            base = _segment_of(bases, seq)
-            rec = decode_record(payload)
-            b = bounds[base]
-            if b[0] is None:
-                b[0] = rec.ts_ns
-            b[1], b[2] = rec.ts_ns, seq
-            if isinstance(rec.body, Gap | Repair):
-                incidents.append(_incident_row(seq, rec.ts_ns, rec.body))
-        for i, (base, path) in enumerate(segments):
-            first, last, last_seq = bounds[base]
-            sealed = i < len(segments) - 1
-            assert last_seq is not None
-            rows.append((base, last_seq, first, last, path.stat().st_size, int(sealed)))
+        segments = naming.list_segments(log_dir)
+        rows, incidents = self._scan(log_dir, segments, [b for b, _ in segments])
         with self._lock, self._db:
             self._db.execute("DELETE FROM segments")
             self._db.execute("DELETE FROM incidents")
@@ -147,6 +135,58 @@ class IndexStore:
             len(incidents),
             time.monotonic() - started,
         )
+
+    def reconcile(self, log_dir: Path) -> None:
+        """Match the catalogue to the sealed segments on disk.
+
+        A crash can fall between sealing a segment and recording it, or between deleting
+        segments and forgetting them; only the difference is read from the log.
+        """
+        segments = naming.list_segments(log_dir)
+        sealed = {b for b, _ in segments[:-1]}
+        with self._lock:
+            known = {r[0] for r in self._db.execute("SELECT base_seq FROM segments WHERE sealed")}
+        missing = sorted(sealed - known)
+        stale = sorted(known - sealed)
+        rows, incidents = self._scan(log_dir, segments, missing) if missing else ([], [])
+        if not (rows or stale):
+            return
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM segments WHERE base_seq = ?", [(b,) for b in stale])
+            self._db.executemany("INSERT OR REPLACE INTO segments VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?)", incidents)
+        log.info("index reconciled: %d segment(s) added, %d removed", len(rows), len(stale))
+
+    @staticmethod
+    def _scan(
+        log_dir: Path, segments: list[tuple[int, Path]], bases: list[int]
+    ) -> tuple[list[_SegmentRow], list[_IncidentRow]]:
+        """Catalogue rows and incidents of the segments starting at `bases`."""
+        reader = LogReader(log_dir)
+        all_bases = [b for b, _ in segments]
+        rows: list[_SegmentRow] = []
+        incidents: list[_IncidentRow] = []
+        for base in bases:
+            i = all_bases.index(base)
+            path = segments[i][1]
+            sealed = i < len(segments) - 1
+            end = all_bases[i + 1] if sealed else None
+            first_ts = last_ts = None
+            last_seq = base - 1
+            for batch in reader.read_batches(base):
+                for seq, payload in batch:
+                    if end is not None and seq >= end:
+                        break
+                    rec = decode_record(payload)
+                    first_ts = rec.ts_ns if first_ts is None else first_ts
+                    last_ts, last_seq = rec.ts_ns, seq
+                    if isinstance(rec.body, Gap | Repair):
+                        incidents.append(_incident_row(seq, rec.ts_ns, rec.body))
+                else:
+                    continue
+                break
+            rows.append((base, last_seq, first_ts, last_ts, path.stat().st_size, int(sealed)))
+        return rows, incidents
 
     # -- segments ------------------------------------------------------------------------
 
@@ -233,10 +273,10 @@ class IndexStore:
             self._db.close()
 
 
-def _incident_row(seq: int, ts_ns: int, body: Gap | Repair) -> tuple[int, str, int, str]:
+_SegmentRow = tuple[int, int, int | None, int | None, int, int]
+_IncidentRow = tuple[int, str, int, str]
+
+
+def _incident_row(seq: int, ts_ns: int, body: Gap | Repair) -> _IncidentRow:
     kind = "gap" if isinstance(body, Gap) else "repair"
     return (seq, kind, ts_ns, msgspec.json.encode(msgspec.structs.asdict(body)).decode())
-
-
-def _segment_of(bases: list[int], seq: int) -> int:
-    return bases[bisect.bisect_right(bases, seq) - 1]

@@ -94,9 +94,7 @@ def test_missing_index_is_rebuilt_with_the_same_catalogue_and_incidents(tmp_path
     events.close()
 
 
-def test_damaged_index_is_kept_aside_rebuilt_and_keeps_cursors_if_readable(
-    tmp_path: Path,
-) -> None:
+def test_damaged_index_is_kept_aside_and_rebuilt(tmp_path: Path) -> None:
     clock = FakeClock()
     events = EventLog(make_config(tmp_path), clock=clock)
     fill(events, clock, 300)
@@ -105,12 +103,32 @@ def test_damaged_index_is_kept_aside_rebuilt_and_keeps_cursors_if_readable(
 
     events = EventLog(make_config(tmp_path), clock=clock)
     assert events.index is not None
-    assert len(events.index.segments()) >= 2
+    assert len([s for s in events.index.segments() if s.sealed]) >= 2
+    assert events.index.cursors() == {}
     assert list(tmp_path.glob("index.sqlite.broken-*"))
     events.close()
 
 
-def test_index_of_another_epoch_is_rebuilt_and_cursors_salvaged(tmp_path: Path) -> None:
+def test_index_of_an_older_schema_is_rebuilt_keeping_this_logs_cursors(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    fill(events, clock, 300)
+    events.index.set_cursor("sink:upstream", 123)
+    events.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    db.close()
+
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    assert events.index.cursors() == {"sink:upstream": 123}
+    assert len(events.index.segments()) >= 2
+    events.close()
+
+
+def test_cursors_of_another_log_are_not_carried_over(tmp_path: Path) -> None:
     clock = FakeClock()
     events = EventLog(make_config(tmp_path), clock=clock)
     assert events.index is not None
@@ -120,13 +138,35 @@ def test_index_of_another_epoch_is_rebuilt_and_cursors_salvaged(tmp_path: Path) 
     db = sqlite3.connect(tmp_path / "index.sqlite")
     with db:
         db.execute("UPDATE meta SET value = 'feedface' WHERE key = 'epoch'")
-        db.execute("DELETE FROM segments")
     db.close()
 
     events = EventLog(make_config(tmp_path), clock=clock)
     assert events.index is not None
-    assert events.index.cursors() == {"sink:upstream": 123}
+    assert events.index.cursors() == {}  # seqs of another epoch mean nothing in this log
     assert len(events.index.segments()) >= 2
+    events.close()
+
+
+def test_catalogue_missing_a_sealed_segment_is_reconciled_on_open(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    fill(events, clock, 300)
+    gap_seq = events.append_incident(Gap("late", count=1))
+    fill(events, clock, 300)
+    events.close()
+    expected = IndexStore(tmp_path / "index.sqlite", readonly=True).segments()
+    victim = next(r for r in expected if r.base_seq <= gap_seq <= r.last_seq)
+    db = sqlite3.connect(tmp_path / "index.sqlite")
+    with db:  # as if the process died between sealing a segment and recording it
+        db.execute("DELETE FROM segments WHERE base_seq = ?", (victim.base_seq,))
+        db.execute("DELETE FROM incidents")
+        db.execute("INSERT INTO segments VALUES (999999, 1000000, 1, 2, 10, 1)")
+    db.close()
+
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    assert [s for s in events.index.segments() if s.sealed] == expected
+    assert [i.seq for i in events.index.incidents()] == [gap_seq]
     events.close()
 
 
