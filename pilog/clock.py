@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -20,11 +22,12 @@ class Clock(Protocol):
 class SystemClock:
     """The machine's clocks. Monotonic is CLOCK_BOOTTIME so suspend does not hide steps."""
 
-    def wall_ns(self) -> int:
-        return time.time_ns()
-
-    def mono_ns(self) -> int:
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    def __init__(self) -> None:
+        # Bound builtins, not methods: read once per event on the append path.
+        self.wall_ns: Callable[[], int] = time.time_ns
+        self.mono_ns: Callable[[], int] = functools.partial(
+            time.clock_gettime_ns, time.CLOCK_BOOTTIME
+        )
 
 
 def boot_id(path: Path = BOOT_ID_PATH) -> bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -121,8 +122,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Record)
 
 
-def encode_record(record: Record) -> bytes:
-    return _encoder.encode(record)
+encode_record: Callable[[Record], bytes] = _encoder.encode  # bound: on every append
 
 
 def decode_record(payload: bytes | memoryview) -> Record:
