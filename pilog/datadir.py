@@ -12,12 +12,15 @@ import errno
 import fcntl
 import logging
 import os
+import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pilog.clock import Clock, SystemClock, boot_id
 from pilog.config import Config, log_options
-from pilog.errors import DataDirError, LockedError
+from pilog.errors import DataDirError, LockedError, LogError
 from pilog.events import Body, Gap, Record, Repair, encode_record, record_ts
 from pilog.index.store import IndexStore
 from pilog.log import naming
@@ -26,6 +29,8 @@ from pilog.log.repair import open_log
 from pilog.log.writer import Drop, LogOptions, SegmentInfo
 
 log = logging.getLogger("pilog")
+
+CLOSE_DRAIN_ROUNDS = 8  # each round's drops add a few Gap events; they fit long before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,16 @@ def writer_pid(paths: DataDirPaths) -> int | None:
     return pid if b"pilog" in cmdline else None
 
 
+def _data_dir_error(root: Path, e: OSError) -> DataDirError:
+    """One sentence for an OS error met while opening a data dir."""
+    where = f" ({e.filename})" if e.filename else ""
+    if isinstance(e, PermissionError):
+        return DataDirError(f"data dir {root} is not writable: {e.strerror}{where}")
+    if e.errno == errno.EROFS:
+        return DataDirError(f"data dir {root} is on a read-only filesystem{where}")
+    return DataDirError(f"cannot use data dir {root}: {e.strerror or e}{where}")
+
+
 class EventLog:
     """The writer side of a data dir: stamped events in, durable seqs out."""
 
@@ -113,6 +128,9 @@ class EventLog:
         self.boot_id = boot_id()
         self._lock = WriterLock(self.paths)
         self.index: IndexStore | None = None
+        self._index_lock = threading.Lock()  # the committer thread updates it too
+        self._index_behind = False
+        self._missed_incidents: list[tuple[int, int, Gap | Repair]] = []
         try:
             self.writer, repairs = open_log(
                 self.paths.log_dir,
@@ -127,19 +145,27 @@ class EventLog:
             self.index = IndexStore.open_for_writer(
                 self.paths.index, self.paths.log_dir, self.epoch_hex
             )
-        except PermissionError as e:
-            self._lock.release()
-            raise DataDirError(f"data dir {config.data_dir} is not writable: {e}") from e
         except OSError as e:
-            self._lock.release()
-            if e.errno == errno.EROFS:
-                raise DataDirError(f"data dir {config.data_dir} is on a read-only fs") from e
-            raise
+            self._abandon()
+            raise _data_dir_error(config.data_dir, e) from e
+        except sqlite3.Error as e:
+            self._abandon()
+            raise DataDirError(f"cannot open the index of data dir {config.data_dir}: {e}") from e
         except Exception:
-            self._lock.release()
+            self._abandon()
             raise
         for r in repairs:
             self.append_incident(Repair(r.segment, r.offset, r.bytes_cut, r.reason, r.quarantined))
+
+    def _abandon(self) -> None:
+        """Undo a half-done open: stop the writer if it started, release the lock."""
+        try:
+            if hasattr(self, "writer"):
+                self.writer.close()
+        except LogError:
+            pass  # the error being raised says more
+        finally:
+            self._lock.release()
 
     def append(self, body: Body) -> int:
         """Stamp `body` with the clocks and append it; return its seq (durable later)."""
@@ -152,30 +178,81 @@ class EventLog:
         """Append a loss or repair and note it in the index, where `status` finds it."""
         ts = self._wall_ns()
         seq = self.writer.append(encode_record(Record(ts, self._mono_ns(), self.boot_id, body)), ts)
-        if self.index is not None:
-            self.index.add_incident(seq, ts, body)
+        if not self._update_index("incident", lambda i: i.add_incident(seq, ts, body)):
+            with self._index_lock:
+                self._missed_incidents.append((seq, ts, body))
         return seq
 
     def close(self) -> None:
+        """Commit and sync everything appended, then release the data dir."""
         try:
+            self._drain()
             self.writer.close()
         finally:
             if self.index is not None:
                 self.index.close()
             self._lock.release()
 
+    def _drain(self) -> None:
+        """Commit what is pending while the writer still takes appends.
+
+        That commit may rotate and, under `on_full = "drop_oldest"`, drop segments; the Gap
+        events for those drops must get into the log too, and a closed writer refuses them.
+        """
+        for _ in range(CLOSE_DRAIN_ROUNDS):
+            if self.writer.durable_seq >= self.writer.next_seq - 1:
+                return
+            try:
+                self.writer.sync()
+            except LogError:
+                return  # the writer's close reports it
+
+    def _update_index(self, what: str, update: Callable[[IndexStore], None]) -> bool:
+        """Apply `update` to the index; False when the database refused it (a full disk).
+
+        The log is the source of truth (invariant 1): a refused update is reported once and
+        made good from the log by the next update that succeeds, never a reason to stop.
+        """
+        if self.index is None:
+            return True
+        with self._index_lock:
+            try:
+                if self._index_behind:
+                    self._catch_up(self.index)
+                update(self.index)
+            except sqlite3.Error as e:
+                if not self._index_behind:
+                    log.error("index not updated (%s): %s; it catches up when it can", what, e)
+                self._index_behind = True
+                return False
+            return True
+
+    def _catch_up(self, index: IndexStore) -> None:
+        index.reconcile(self.paths.log_dir)
+        while self._missed_incidents:
+            index.add_incident(*self._missed_incidents[0])
+            self._missed_incidents.pop(0)
+        self._index_behind = False
+        log.warning("index caught up with the log")
+
     # -- LogHooks ------------------------------------------------------------------------
 
     def segment_sealed(self, info: SegmentInfo) -> None:
-        if self.index is not None:
-            self.index.upsert_segment(info)
+        self._update_index("sealed segment", lambda i: i.upsert_segment(info))
 
     def segments_deleted(self, base_seqs: list[int]) -> None:
-        if self.index is not None:
-            self.index.delete_segments(base_seqs)
+        self._update_index("deleted segments", lambda i: i.delete_segments(base_seqs))
 
     def dropped(self, drop: Drop) -> None:
-        self.append_incident(Gap(drop.reason, first_seq=drop.first_seq, last_seq=drop.last_seq))
+        try:
+            self.append_incident(Gap(drop.reason, first_seq=drop.first_seq, last_seq=drop.last_seq))
+        except LogError as e:
+            log.error(
+                "seq %d..%d were dropped and no Gap event records it: %s",
+                drop.first_seq,
+                drop.last_seq,
+                e,
+            )
 
     def cursor_floor(self) -> int | None:
         return self.index.cursor_floor() if self.index is not None else None

@@ -22,7 +22,7 @@ from pilog.config import Config, SensorConfig
 from pilog.datadir import EventLog
 from pilog.drivers import DriverContext, PollingDriver, find_driver
 from pilog.drivers.base import Payload, parse_options
-from pilog.errors import LogFullError, LogIOError
+from pilog.errors import LogError, LogFullError, LogIOError
 from pilog.events import ClockStep, DriverFailed, DriverStarted, DriverStopped, Gap, Reading
 
 log = logging.getLogger("pilog.runtime")
@@ -90,16 +90,15 @@ class Runtime:
         self.health: dict[str, DriverHealth] = {}
         self.fatal: BaseException | None = None
         self._stop = asyncio.Event()
+        self._stopped: list[DriverHealth] = []  # stopped by `stop`; their last words are due
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        drivers = [(s, find_driver(s.driver)) for s in self.config.sensor]
-        contexts = [(s, cls, parse_options(cls, s, self.config.source)) for s, cls in drivers]
         tasks = [
             asyncio.create_task(self._supervise(s, cls, opts), name=f"sensor:{s.name}")
-            for s, cls, opts in contexts
+            for s, cls, opts in load_drivers(self.config)
         ]
         tasks.append(asyncio.create_task(self._watch_clock(), name="clock"))
         try:
@@ -108,6 +107,7 @@ class Runtime:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._record_stops()
         if self.fatal is not None:
             raise self.fatal
 
@@ -141,7 +141,7 @@ class Runtime:
                 await self._poll_forever(worker, driver, sensor, health)
             except asyncio.CancelledError:
                 health.state = "stopped"
-                self._append(DriverStopped(sensor.name, "pilog stopping"))
+                self._stopped.append(health)
                 self._close_quietly(worker, driver)
                 raise
             except Exception as e:
@@ -204,14 +204,38 @@ class Runtime:
             await asyncio.sleep(due - now)
 
     def _report_dropped(self, sensor: SensorConfig, health: DriverHealth) -> None:
-        gap = Gap(
-            "log refused appends (full or disk stalled)", count=health.dropped, sensor=sensor.name
-        )
-        if self._append(gap, incident=True) is not None:
+        if self._append(_dropped_gap(health), incident=True) is not None:
             log.warning(
                 "sensor %s: %d readings were dropped at the source", sensor.name, health.dropped
             )
             health.dropped = 0
+
+    async def _record_stops(self) -> None:
+        """Append each stopped sensor's uncounted drops (a Gap) and its DriverStopped.
+
+        A fast driver can leave the writer's in-memory batch at its bound, which refuses
+        appends; these last events wait for one sync rather than being lost (invariant 6).
+        """
+        for health in self._stopped:
+            if health.dropped and await self._append_draining(_dropped_gap(health), True):
+                log.warning(
+                    "sensor %s: %d readings were dropped at the source",
+                    health.sensor,
+                    health.dropped,
+                )
+                health.dropped = 0
+            await self._append_draining(DriverStopped(health.sensor, "pilog stopping"))
+
+    async def _append_draining(self, body: Gap | DriverStopped, incident: bool = False) -> bool:
+        """Append `body`; when the log refuses it, sync the backlog to disk and try once more."""
+        if self._append(body, incident) is not None:
+            return True
+        try:
+            await asyncio.to_thread(self.events.writer.sync)
+        except LogError as e:
+            log.warning("could not record %s of %s: %s", type(body).__name__, body.sensor, e)
+            return False
+        return self._append(body, incident) is not None
 
     def _close_quietly(self, worker: _Worker, driver: PollingDriver) -> None:
         def close() -> None:
@@ -238,6 +262,18 @@ class Runtime:
                 log.warning("wall clock stepped by %+.3fs", step / 1e9)
                 self._append(ClockStep(step, wall - step, wall))
                 offset = wall - mono
+
+
+def load_drivers(config: Config) -> list[tuple[SensorConfig, type[PollingDriver], Any]]:
+    """Each sensor with its driver class and parsed options; ConfigError names a bad one."""
+    drivers = [(s, find_driver(s.driver)) for s in config.sensor]
+    return [(s, cls, parse_options(cls, s, config.source)) for s, cls in drivers]
+
+
+def _dropped_gap(health: DriverHealth) -> Gap:
+    return Gap(
+        "log refused appends (full or disk stalled)", count=health.dropped, sensor=health.sensor
+    )
 
 
 def _timeout_s(sensor: SensorConfig) -> float:

@@ -10,13 +10,14 @@ from pathlib import Path
 from pilog.clock import SystemClock
 from pilog.config import Config
 from pilog.datadir import EventLog
-from pilog.runtime import Runtime
+from pilog.runtime import Runtime, load_drivers
 
 log = logging.getLogger("pilog")
 
 
 def run(config: Config) -> None:
     """Open the data dir, run every sensor, and on a stop signal flush, fsync and return."""
+    load_drivers(config)  # a bad sensor is a config error: refuse before touching the data dir
     clock = SystemClock()
     events = EventLog(config, clock=clock)
     try:

@@ -39,12 +39,18 @@ def parse_from(text: str, history: History, now_ns: int) -> int:
             ) from None
         if t.tzinfo is None:
             t = t.replace(tzinfo=dt.UTC)
-        ts = int(t.timestamp() * 1e9)
+        ts = _ns_since_epoch(t)
     seq = history.seq_at_time(ts)
     if seq is None:
         last = history.last_seq()
         return 0 if last is None else last + 1
     return seq
+
+
+def _ns_since_epoch(t: dt.datetime) -> int:
+    """Exact integer ns: `t.timestamp() * 1e9` is a float off by up to ~120 ns today."""
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def human_line(event: Event) -> str:
@@ -67,8 +73,7 @@ def tail(
     types: set[str],
     out: TextIO = sys.stdout,
 ) -> None:
-    header = history.header()
-    device, epoch = (header.device_id, header.epoch_hex) if header else ("", "")
+    ident: tuple[str, str] | None = None  # device id and epoch, once the log exists
     stop = threading.Event()
     encoder = msgspec.json.Encoder()
     try:
@@ -78,7 +83,10 @@ def tail(
             if sensors and getattr(event.body, "sensor", None) not in sensors:
                 continue
             if as_json:
-                out.write(encoder.encode(event_to_json(event, device, epoch)).decode() + "\n")
+                if ident is None:
+                    header = history.header()  # `tail -f` may have started before the log
+                    ident = (header.device_id, header.epoch_hex) if header else ("", "")
+                out.write(encoder.encode(event_to_json(event, *ident)).decode() + "\n")
             else:
                 out.write(human_line(event) + "\n")
             if follow:

@@ -1,0 +1,1 @@
+"""Shared by the whole suite. Being here puts tests/ on sys.path, so `import helpers` works."""
