@@ -31,7 +31,7 @@ RESTART_BACKOFF_MIN_S = 1.0
 RESTART_BACKOFF_MAX_S = 300.0
 CLOCK_CHECK_INTERVAL_S = 1.0
 CLOCK_STEP_THRESHOLD_NS = 1_000_000_000
-FAST_POLL_YIELD_EVERY = 64  # interval_ms = 0: let other tasks run this often
+FLAT_OUT_SLICE_S = 0.005  # interval_ms = 0: longest stretch without yielding to the loop
 
 
 @dataclass
@@ -176,6 +176,9 @@ class Runtime:
     async def _poll_forever(
         self, worker: _Worker, driver: PollingDriver, sensor: SensorConfig, health: DriverHealth
     ) -> None:
+        if sensor.interval_ms == 0:
+            await self._poll_flat_out(worker, driver, sensor, health)
+            return
         interval_s = sensor.interval_ms / 1000
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -191,10 +194,6 @@ class Runtime:
                     if health.dropped:
                         self._report_dropped(sensor, health)
             tick += 1
-            if interval_s == 0:
-                if tick % FAST_POLL_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                continue
             # Drift-free: the k-th poll is due at start + k * interval; missed slots are skipped.
             now = loop.time()
             due = start + tick * interval_s
@@ -202,6 +201,30 @@ class Runtime:
                 tick = math.ceil((now - start) / interval_s)
                 due = start + tick * interval_s
             await asyncio.sleep(due - now)
+
+    async def _poll_flat_out(
+        self, worker: _Worker, driver: PollingDriver, sensor: SensorConfig, health: DriverHealth
+    ) -> None:
+        """`interval_ms = 0`: poll as fast as the log takes readings.
+
+        A refused append means "wait for the disk", not "drop": there is no schedule to keep.
+        """
+        loop = asyncio.get_running_loop()
+        kind = driver.sensor_type or driver.name
+        retry_s = self.config.log.fsync_interval_ms / 1000
+        next_yield = loop.time() + FLAT_OUT_SLICE_S
+        while True:
+            payloads: list[Payload] = await self._call(worker, driver, driver.poll, sensor)
+            for values in payloads:
+                reading = Reading(sensor.name, kind, values)
+                while self._append(reading) is None:
+                    if self.fatal is not None:
+                        return
+                    await asyncio.sleep(retry_s)
+                health.readings += 1
+            if loop.time() >= next_yield:  # let other sensors and signals in
+                await asyncio.sleep(0)
+                next_yield = loop.time() + FLAT_OUT_SLICE_S
 
     def _report_dropped(self, sensor: SensorConfig, health: DriverHealth) -> None:
         if self._append(_dropped_gap(health), incident=True) is not None:

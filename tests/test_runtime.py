@@ -218,3 +218,38 @@ def test_readings_refused_by_a_full_log_are_counted_then_recorded_as_a_gap(
 
 def _gaps(data_dir: Path) -> list[Gap]:
     return [e.body for e in History(data_dir).events(0) if isinstance(e.body, Gap)]
+
+
+def test_flat_out_sensor_waits_for_the_disk_instead_of_dropping(tmp_path: Path) -> None:
+    text = f"""
+    data_dir = "{tmp_path}"
+    [log]
+    fsync = "never"
+    fsync_interval_ms = 2
+    {sensor("fast", "synthetic", 0, "batch = 50")}
+    """
+    config = parse_config(tomllib.loads(text), "test.toml", {})
+    clock = FakeClock()
+    events = EventLog(config, clock=clock)
+    events.writer._max_pending_bytes = 4000  # a disk far slower than the sensor
+    rt = Runtime(config, events, clock)
+
+    async def main() -> None:
+        task = asyncio.create_task(rt.run())
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit and rt.health.get("fast", None) is None:
+            await asyncio.sleep(0.01)
+        while time.monotonic() < limit and rt.health["fast"].readings < 5000:
+            await asyncio.sleep(0.01)
+        rt.stop()
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        events.close()
+    history = list(History(tmp_path).events(0))
+    readings = [e for e in history if isinstance(e.body, Reading)]
+    assert len(readings) >= 5000
+    assert rt.health["fast"].dropped == 0
+    assert not [e for e in history if isinstance(e.body, Gap)]
