@@ -22,7 +22,15 @@ from pathlib import Path
 
 from pilog.errors import CorruptionError
 from pilog.log import naming
-from pilog.log.format import FrameStatus, SegmentHeader, decode_header, is_zero, scan_frames
+from pilog.log.format import (
+    FRAME_HEADER_BYTES,
+    FrameStatus,
+    ScanResult,
+    SegmentHeader,
+    decode_header,
+    is_zero,
+    scan_frames,
+)
 
 READ_CHUNK_BYTES = 1 << 20
 HEADER_READ_BYTES = 512
@@ -30,6 +38,7 @@ FOLLOW_POLL_S = 0.2
 
 Record = tuple[int, bytes]
 Batch = list[Record]
+_NO_HEADER_IN_SEALED = "sealed segment has no header (empty or zero-filled)"
 
 
 class _SegmentCursor:
@@ -41,7 +50,9 @@ class _SegmentCursor:
         self.base_seq = base_seq
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         head = os.pread(self._fd, HEADER_READ_BYTES, 0)
-        if len(head) < HEADER_READ_BYTES and is_zero(head):
+        if is_zero(head):
+            # Created (and maybe preallocated with zeros) but its header not written yet. Only
+            # the caller knows whether that is routine (newest segment) or damage (sealed one).
             os.close(self._fd)
             raise _NotYet(path)
         try:
@@ -71,7 +82,7 @@ class _SegmentCursor:
             self.status, self.reason = result.status, result.reason
             if result.status == FrameStatus.END and len(buf) == chunk:
                 continue  # the chunk ended on a frame boundary: more may follow
-            if result.status == FrameStatus.PARTIAL and len(buf) == chunk:
+            if _cut_by_chunk(result, len(buf), chunk):
                 if got == 0:
                     chunk *= 2  # one frame larger than the chunk
                 continue
@@ -92,8 +103,29 @@ class _SegmentCursor:
         os.close(self._fd)
 
 
+def _cut_by_chunk(result: ScanResult, buf_len: int, chunk: int) -> bool:
+    """True when a scan stopped only because the read chunk ended inside a frame."""
+    if buf_len != chunk:
+        return False
+    # Fewer than FRAME_HEADER_BYTES left that happen to be zero (a checksum's low byte can
+    # be) look like preallocated space; only the next read can tell.
+    return result.status == FrameStatus.PARTIAL or (
+        result.status == FrameStatus.ZERO and buf_len - result.offset < FRAME_HEADER_BYTES
+    )
+
+
 class _NotYet(Exception):
     pass
+
+
+def _open_sealed(path: Path, base: int) -> _SegmentCursor:
+    """Open a segment known to have a successor, so its header must be there."""
+    try:
+        return _SegmentCursor(path, base)
+    except _NotYet:
+        # The writer makes a header durable before it creates the next segment, so a sealed
+        # segment without one is damage, not "not written yet".
+        raise CorruptionError(path.name, 0, _NO_HEADER_IN_SEALED) from None
 
 
 class LogReader:
@@ -201,6 +233,9 @@ class LogReader:
             try:
                 return _SegmentCursor(path, base)
             except _NotYet:
+                if self._has_successor(base):
+                    # Sealed since we read its header, or damaged: a second read tells.
+                    return _open_sealed(path, base)
                 if not follow or (stop is not None and stop.is_set()):
                     return None
             except FileNotFoundError:
@@ -212,6 +247,9 @@ class LogReader:
                 base, path = (later or segments)[0]
                 continue
             (stop or threading.Event()).wait(poll_s)
+
+    def _has_successor(self, base: int) -> bool:
+        return any(b > base for b, _ in self.segments())
 
     def _wait_for_segments(
         self, stop: threading.Event | None, poll_s: float
@@ -248,7 +286,10 @@ class LogReader:
             try:
                 cursor = _SegmentCursor(path, base)
             except _NotYet:
-                report.notes.append(f"{path.name}: header not written yet")
+                if i < len(segments) - 1:
+                    report.errors.append(CorruptionError(path.name, 0, _NO_HEADER_IN_SEALED))
+                else:
+                    report.notes.append(f"{path.name}: header not written yet")
                 continue
             except CorruptionError as e:
                 report.errors.append(e)

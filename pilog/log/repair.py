@@ -9,17 +9,21 @@ header is torn never held a durable frame; it is quarantined whole.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilog.errors import CorruptionError
+from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import (
+    HEADER_FIXED_BYTES,
+    MAX_DEVICE_ID_BYTES,
     FrameStatus,
     SegmentHeader,
     count_intact_frames,
@@ -27,13 +31,16 @@ from pilog.log.format import (
     is_zero,
     scan_frames,
 )
-from pilog.log.fsio import FileSystem, OsFileSystem
+from pilog.log.fsio import FileHandle, FileSystem, OsFileSystem
 from pilog.log.retention import SealedSegment
 from pilog.log.writer import LogHooks, LogOptions, LogWriter, _Active, create_segment
 
 log = logging.getLogger("pilog.log")
 
 TsOf = Callable[[bytes], int | None]
+_CRC_BYTES = 4
+# The longest a header can be: a durable header's first frame starts at or before it.
+_MAX_HEADER_BYTES = HEADER_FIXED_BYTES + MAX_DEVICE_ID_BYTES + _CRC_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +93,21 @@ def open_log(
     # -- drop a newest segment whose header never became durable ------------------------
     header: SegmentHeader | None = None
     data = b""
+    restart_at = 0
     while segments:
         base, path = segments[-1]
         data = fs.read_bytes(path)
         try:
             header = decode_header(data, path.name)
-        except CorruptionError as e:
-            if not _is_torn_header(data, e):
+        except (CorruptionError, FormatVersionError) as e:
+            reason = _torn_header(data, e)
+            if reason is None:
                 raise
-            repairs.append(_quarantine(fs, path, quarantine_dir, 0, data, e.reason, wall_ns()))
+            repairs.append(_quarantine(fs, path, quarantine_dir, 0, data, reason, wall_ns()))
             fs.unlink(path)
             fs.sync_dir(log_dir)
             segments.pop()
+            restart_at = base  # it never held a frame: its base seq is still unused
             continue
         if header.base_seq != base:
             raise CorruptionError(
@@ -106,7 +116,9 @@ def open_log(
         break
 
     if header is None:
-        return _create_new(log_dir, quarantine_dir, options, fs, hooks, wall_ns, repairs)
+        return _create_new(
+            log_dir, quarantine_dir, options, fs, hooks, wall_ns, repairs, restart_at
+        )
 
     # -- scan the newest segment and cut a torn tail -------------------------------------
     base, path = segments[-1]
@@ -121,10 +133,10 @@ def open_log(
         repair = _quarantine(fs, path, quarantine_dir, result.offset, data, reason, wall_ns())
         repairs.append(repair)
         handle.truncate(result.offset)
-        handle.datasync()
-    if options.preallocate and handle.size() < options.segment_bytes:
-        handle.allocate(options.segment_bytes)
-        handle.datasync()
+    _preallocate(handle, options, path)
+    # The frames just scanned may be in the page cache only (the last writer died before its
+    # fdatasync, or its fdatasync failed); the writer counts them durable, so make them so.
+    handle.datasync()
     first_ts = ts_of(frames[0][1]) if frames and ts_of else None
     last_ts = ts_of(frames[-1][1]) if frames and ts_of else None
     last_seq = frames[-1][0] if frames else base - 1
@@ -147,25 +159,52 @@ def _create_new(
     hooks: LogHooks | None,
     wall_ns: Callable[[], int],
     repairs: list[Repair],
+    base_seq: int = 0,
 ) -> tuple[LogWriter, list[Repair]]:
     """Start a new log (a new epoch) at seq 0, or after the last quarantined segment."""
     epoch = os.urandom(16)
-    header = SegmentHeader(epoch, 0, wall_ns(), options.device_id)
+    header = SegmentHeader(epoch, base_seq, wall_ns(), options.device_id)
     prealloc = options.segment_bytes if options.preallocate else 0
-    path = log_dir / naming.segment_name(0)
+    path = log_dir / naming.segment_name(base_seq)
     handle = create_segment(fs, path, header, prealloc)
-    active = _Active(0, handle, header.size, -1, None, None)
+    active = _Active(base_seq, handle, header.size, base_seq - 1, None, None)
     for r in repairs:
         log.warning("%s", r.describe())
     writer = LogWriter(log_dir, quarantine_dir, options, fs, epoch, active, [], hooks, wall_ns)
     return writer, repairs
 
 
-def _is_torn_header(data: bytes, error: CorruptionError) -> bool:
-    """A header cut short or never written (zeros), as opposed to a foreign or damaged file."""
-    if "truncated" in error.reason or is_zero(data[:64]):
-        return True
-    return error.reason == "header checksum mismatch" and is_zero(data[error.offset + 4 :])
+def _preallocate(handle: FileHandle, options: LogOptions, path: Path) -> None:
+    if not options.preallocate or handle.size() >= options.segment_bytes:
+        return
+    try:
+        handle.allocate(options.segment_bytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Preallocation only spares journal commits; a full disk must not stop the writer
+        # from starting, since its retention is what frees space.
+        log.warning("cannot preallocate %s (%s); appending without", path.name, e.strerror)
+
+
+def _torn_header(data: bytes, error: CorruptionError | FormatVersionError) -> str | None:
+    """Why a header is torn (cut short or never written); None for a foreign or damaged file."""
+    reason = error.reason if isinstance(error, CorruptionError) else f"version {error.version}"
+    if "truncated" in reason or is_zero(data[:64]):
+        return reason
+    # No frame is written before a segment's header is durable, so a header failing its checks
+    # with no frame after it was torn as it was written (into preallocated zeros: not short);
+    # unless its own checksum holds, as in an empty segment of a later format version.
+    frames = count_intact_frames(data, 0, max_scan=_MAX_HEADER_BYTES)
+    return None if frames or _header_checksum_holds(data) else reason
+
+
+def _header_checksum_holds(data: bytes) -> bool:
+    header_len = int.from_bytes(data[10:12], "little")
+    if not _CRC_BYTES < header_len <= len(data):
+        return False
+    crc = int.from_bytes(data[header_len - _CRC_BYTES : header_len], "little")
+    return crc == zlib.crc32(data[: header_len - _CRC_BYTES])
 
 
 def _check_epoch(fs: FileSystem, oldest: Path, epoch: bytes) -> None:

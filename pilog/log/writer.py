@@ -15,6 +15,7 @@ class a clean starting point.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -288,7 +289,9 @@ class LogWriter:
     def rotate(self) -> None:
         """Start a new segment with the next append (no-op on an empty segment)."""
         with self._lock:
-            self._rotate_at = 0
+            # Remembered on an empty segment, the request would cut it after its first frame.
+            if self._next_seq > self._seg_base:
+                self._rotate_at = 0
 
     # -- durability ----------------------------------------------------------------------
 
@@ -455,7 +458,11 @@ class LogWriter:
             self._durable_seq = durable
             self._durable_cv.notify_all()
         for listener in self._listeners:
-            listener(durable)
+            try:
+                listener(durable)
+            except Exception:
+                # As with hooks: raised on the committer thread, it would end all commits.
+                log.exception("durable listener %r failed", listener)
 
     def _datasync(self, handle: FileHandle) -> None:
         try:
@@ -544,9 +551,13 @@ class LogWriter:
             return
         self._next_retention_check = now + RETENTION_CHECK_INTERVAL_S
         floor = self._call_hook("cursor_floor")
-        self._delete(
-            plan_for_age(self._sealed, floor, int(self.options.retain_s * 1e9), self._wall_ns())
-        )
+        try:
+            self._delete(
+                plan_for_age(self._sealed, floor, int(self.options.retain_s * 1e9), self._wall_ns())
+            )
+        except OSError as e:
+            # Retried at the next check; raised from here it would end the committer thread.
+            self._note_io_error("delete", self.log_dir, e)
         if self._full:
             self._make_room_while_blocked()
 
@@ -560,7 +571,9 @@ class LogWriter:
         if not segments:
             return
         for seg in segments:
-            self._fs.unlink(self.log_dir / naming.segment_name(seg.base_seq))
+            # Already gone when an earlier attempt failed further on.
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.unlink(self.log_dir / naming.segment_name(seg.base_seq))
         self._fs.sync_dir(self.log_dir)
         gone = {s.base_seq for s in segments}
         self._sealed = [s for s in self._sealed if s.base_seq not in gone]
