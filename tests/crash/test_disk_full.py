@@ -162,10 +162,11 @@ def rss_bytes(pid: int) -> int:
 def test_stop_right_after_space_returns_records_the_refused_readings_and_driver_stopped(
     small_fs: Path, tmp_path: Path
 ) -> None:
-    # As fast as possible: while the disk is full, the writer's in-memory batch reaches its
-    # bound and readings are refused at the source. Stopping before the writer's next retry
-    # must still get the backlog, a Gap counting the refused readings and DriverStopped in.
-    config = config_on(small_fs, tmp_path, {"name": "fast", "interval_ms": 0, "batch": 50})
+    # A fast scheduled sensor: while the disk is full, the writer's in-memory batch reaches
+    # its bound and readings are refused at the source (interval_ms = 0 would wait instead).
+    # Stopping before the writer's next retry must still get the backlog, a Gap counting the
+    # refused readings and DriverStopped in.
+    config = config_on(small_fs, tmp_path, {"name": "fast", "interval_ms": 1, "batch": 200})
     with run_pilog(config) as run:
         wait_for_seq(small_fs / "data", 50)
         baseline = rss_bytes(run.pid)
