@@ -30,8 +30,6 @@ from pilog.log.writer import Drop, LogOptions, SegmentInfo
 
 log = logging.getLogger("pilog")
 
-CLOSE_DRAIN_ROUNDS = 8  # each round's drops add a few Gap events; they fit long before this
-
 
 @dataclass(frozen=True, slots=True)
 class DataDirPaths:
@@ -186,26 +184,11 @@ class EventLog:
     def close(self) -> None:
         """Commit and sync everything appended, then release the data dir."""
         try:
-            self._drain()
             self.writer.close()
         finally:
             if self.index is not None:
                 self.index.close()
             self._lock.release()
-
-    def _drain(self) -> None:
-        """Commit what is pending while the writer still takes appends.
-
-        That commit may rotate and, under `on_full = "drop_oldest"`, drop segments; the Gap
-        events for those drops must get into the log too, and a closed writer refuses them.
-        """
-        for _ in range(CLOSE_DRAIN_ROUNDS):
-            if self.writer.durable_seq >= self.writer.next_seq - 1:
-                return
-            try:
-                self.writer.sync()
-            except LogError:
-                return  # the writer's close reports it
 
     def _update_index(self, what: str, update: Callable[[IndexStore], None]) -> bool:
         """Apply `update` to the index; False when the database refused it (a full disk).

@@ -37,6 +37,8 @@ from pilog.log.writer import LogHooks, LogOptions, LogWriter, _Active, create_se
 
 log = logging.getLogger("pilog.log")
 
+HEADER_READ_BYTES = 512  # more than any header (at most 305 bytes)
+
 TsOf = Callable[[bytes], int | None]
 _CRC_BYTES = 4
 # The longest a header can be: a durable header's first frame starts at or before it.
@@ -208,7 +210,11 @@ def _header_checksum_holds(data: bytes) -> bool:
 
 
 def _check_epoch(fs: FileSystem, oldest: Path, epoch: bytes) -> None:
-    data = fs.read_bytes(oldest)[:512]
+    handle = fs.open(oldest, create=False)
+    try:
+        data = handle.pread(HEADER_READ_BYTES, 0)
+    finally:
+        handle.close()
     other = decode_header(data, oldest.name)
     if other.epoch != epoch:
         raise CorruptionError(

@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -43,6 +43,7 @@ FSYNC_POLICIES = (FSYNC_ALWAYS, FSYNC_INTERVAL, FSYNC_NEVER)
 
 RETRY_AFTER_IO_ERROR_S = 1.0
 RETENTION_CHECK_INTERVAL_S = 60.0
+CLOSE_COMMIT_ROUNDS = 8  # each round's drops add a Gap event or two; they settle long before
 _CRC = struct.Struct("<I")
 _FRAME_BODY = struct.Struct("<IQB")
 # Write errors that can pass (space freed, quota raised): keep the batch in memory and retry.
@@ -194,7 +195,8 @@ class LogWriter:
         self._tail_ts: int | None = None
         self._full = False
         self._failed: LogIOError | None = None
-        self._closed = False
+        self._closed = False  # appends refused
+        self._stopping = False  # close() has begun: the committer thread ends
         self._refusing = False
         self._max_pending_bytes = options.max_pending_bytes
         self._max_age_s = options.segment_max_age_s
@@ -219,28 +221,49 @@ class LogWriter:
         or the disk has stalled and the in-memory batch is at its bound), LogIOError when the
         writer failed for good.
         """
-        # The hot path of every reading: one flag for every reason to refuse, no calls.
         with self._lock:
             if self._refusing or self._pending_bytes > self._max_pending_bytes:
                 raise self._refusal()
-            seq = self._next_seq
-            size = FRAME_HEADER_BYTES + len(payload)
-            if seq > self._seg_base and (
-                self._seg_bytes + size > self._rotate_at or self._segment_too_old()
-            ):
-                self._start_segment(seq)
-            data = self._tail_data
-            if data is None:
-                data = self._new_tail(seq, ts_ns)
-            body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
-            data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body))) + body + payload
-            if ts_ns is not None:
-                self._tail_ts = ts_ns
-            self._seg_bytes += size
-            self._pending_bytes += size
-            self._next_seq = seq + 1
+            seq = self._frame(payload, ts_ns)
         if self._always:
             self._wake.set()
+        return seq
+
+    def append_many(self, payloads: Iterable[bytes], ts_ns: int | None = None) -> int:
+        """Append each payload as `append` does, under one lock; return the last seq.
+
+        All or nothing: refused as a whole, before any is taken. Returns `next_seq - 1`
+        when `payloads` is empty.
+        """
+        with self._lock:
+            if self._refusing or self._pending_bytes > self._max_pending_bytes:
+                raise self._refusal()
+            seq = self._next_seq - 1
+            for payload in payloads:
+                seq = self._frame(payload, ts_ns)
+        if self._always:
+            self._wake.set()
+        return seq
+
+    def _frame(self, payload: bytes, ts_ns: int | None) -> int:
+        """Stamp, frame and buffer one payload (under _lock); the hot path of every reading."""
+        seq = self._next_seq
+        size = FRAME_HEADER_BYTES + len(payload)
+        if seq > self._seg_base and (
+            self._seg_bytes + size > self._rotate_at
+            or (self._max_age_s is not None and self._segment_too_old(self._max_age_s))
+        ):
+            self._start_segment(seq)
+        data = self._tail_data
+        if data is None:
+            data = self._new_tail(seq, ts_ns)
+        body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
+        data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body))) + body + payload
+        if ts_ns is not None:
+            self._tail_ts = ts_ns
+        self._seg_bytes += size
+        self._pending_bytes += size
+        self._next_seq = seq + 1
         return seq
 
     def _refusal(self) -> Exception:
@@ -282,9 +305,8 @@ class LogWriter:
         """Recompute the append hot path's one flag (under _lock)."""
         self._refusing = self._closed or self._failed is not None or self._full
 
-    def _segment_too_old(self) -> bool:
-        max_age = self._max_age_s
-        return max_age is not None and time.monotonic() - self._seg_started > max_age
+    def _segment_too_old(self, max_age_s: float) -> bool:
+        return time.monotonic() - self._seg_started > max_age_s
 
     def rotate(self) -> None:
         """Start a new segment with the next append (no-op on an empty segment)."""
@@ -323,6 +345,10 @@ class LogWriter:
     def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
         """Block until `seq` is durable; False on timeout or when the writer failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._always and self._durable_seq < seq and not self._stopping:
+            # Commit on this thread rather than wake the committer and wait for it: one
+            # thread hand-off less per durable append (LevelDB's writers do the same).
+            self._commit(force_sync=False)
         with self._durable_cv:
             while self._durable_seq < seq:
                 if self._failed is not None or self._closed:
@@ -347,15 +373,27 @@ class LogWriter:
         return self.durable_seq
 
     def close(self) -> None:
-        """Commit and fdatasync what is pending (whatever the policy), then stop."""
+        """Commit and fdatasync what is pending (whatever the policy), then stop.
+
+        Commits made here may drop segments (`on_full = "drop_oldest"`); the Gap events the
+        hooks append for them are taken and committed before appends are refused.
+        """
         with self._lock:
-            if self._closed:
+            if self._stopping:
                 return
-            self._closed = True
-            self._set_refusing()
+            self._stopping = True
         self._wake.set()
         self._thread.join()
         try:
+            for _ in range(CLOSE_COMMIT_ROUNDS):
+                if self._failed is not None:
+                    break
+                self._commit(force_sync=True)
+                if self._io_error is not None or self.durable_seq >= self.next_seq - 1:
+                    break
+            with self._lock:
+                self._closed = True
+                self._set_refusing()
             if self._failed is None:
                 self._commit(force_sync=True)
         finally:
@@ -372,7 +410,7 @@ class LogWriter:
     def _run(self) -> None:
         interval = self.options.fsync_interval_s
         always = self.options.fsync == FSYNC_ALWAYS
-        while not self._closed:
+        while not self._stopping:
             if self._io_error is not None or self._full:
                 self._wake.wait(RETRY_AFTER_IO_ERROR_S)
             elif always:
@@ -380,7 +418,7 @@ class LogWriter:
             else:
                 self._wake.wait(interval)
             self._wake.clear()
-            if self._closed or self._failed is not None:
+            if self._stopping or self._failed is not None:
                 return
             self._commit(force_sync=False)
 
@@ -391,12 +429,12 @@ class LogWriter:
             with self._lock:
                 self._close_tail()
                 batches, self._batches = self._batches, []
-                self._pending_bytes = 0
             try:
                 durable = self._write_batches(batches, force_sync)
+                done = len(batches)
             except _Retry as retry:
                 self._requeue(batches[retry.done :])
-                durable = retry.durable
+                durable, done = retry.durable, retry.done
             except LogIOError as fatal:
                 # fdatasync failed: the kernel may have dropped the dirty pages, so nothing
                 # unsynced can be trusted. Stop; the next open recovers from what is on disk.
@@ -407,6 +445,10 @@ class LogWriter:
                 with self._durable_cv:
                     self._durable_cv.notify_all()
                 return
+            # Bytes stay counted until written, so a stalled disk keeps appends refused.
+            written = sum(len(b.data) for b in batches[:done])
+            with self._lock:
+                self._pending_bytes -= written
             self._publish(durable)
             self._maybe_apply_retention()
 
@@ -416,18 +458,22 @@ class LogWriter:
         sync = force_sync or self.options.fsync != FSYNC_NEVER
         active = self._active
         for i, batch in enumerate(batches):
+            op, path = "write", self._active_path()
             try:
                 if batch.segment_base != active.base_seq:
+                    op = "seal"
                     durable = self._seal_active()
                     if not self._make_room():
                         raise _Retry(i, durable)
+                    op, path = "create", self.log_dir / naming.segment_name(batch.segment_base)
                     active = self._open_segment(batch.segment_base)
+                    op = "write"
                 active.handle.pwrite(batch.data, active.data_end)
             except OSError as e:
-                self._note_io_error("write", self._active_path(), e)
+                self._note_io_error(op, path, e)
                 if e.errno in _RETRYABLE_WRITE_ERRNOS:
                     raise _Retry(i, durable) from e
-                raise LogIOError("write", str(self._active_path()), e) from e
+                raise LogIOError(op, str(path), e) from e
             active.data_end += len(batch.data)
             active.last_seq = batch.last_seq
             if batch.first_ts is not None and active.first_ts is None:
@@ -449,7 +495,6 @@ class LogWriter:
             return
         with self._lock:
             self._batches[:0] = batches
-            self._pending_bytes += sum(len(b.data) for b in batches)
 
     def _publish(self, durable: int) -> None:
         with self._durable_cv:

@@ -808,3 +808,87 @@ def test_hook_that_raises_does_not_stop_the_writer(
     assert writer.sync() == 1
     assert "log hook segment_sealed failed" in caplog.text
     assert [s for s, _ in read_all(log_dir)[0]] == [0, 1]
+
+
+def test_stalled_disk_keeps_appends_refused_across_retries(
+    open_writer: OpenWriter, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = FaultyFileSystem()
+    writer, _ = open_writer(fs=fs, max_pending_bytes=2000)
+    taken = 0
+    during_commit: list[bool] = []
+
+    def full_disk(self: Any, data: Any, offset: int) -> None:
+        # A driver appends while the committer is busy failing to write.
+        try:
+            writer.append(payload(-1))
+            during_commit.append(True)
+        except LogFullError:
+            during_commit.append(False)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    while taken < 1000:
+        try:
+            writer.append(payload(taken))
+        except LogFullError:
+            break
+        taken += 1
+    assert 0 < taken < 1000
+    with monkeypatch.context() as m:
+        m.setattr(type(writer._active.handle), "pwrite", full_disk)
+        for _ in range(3):  # failed retries must not make room for more appends
+            with pytest.raises(LogIOError):
+                writer.sync()
+    assert during_commit == [False, False, False]
+    assert writer.sync() == taken - 1
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(taken)], None)
+
+
+def test_failure_to_create_a_segment_names_the_new_segment(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    fs = FaultyFileSystem()
+    writer, _ = open_writer(fs=fs, preallocate=True)
+    writer.append(payload(0))
+    writer.rotate()
+    writer.append(payload(1))
+    fs.fail_allocate(errno.ENOSPC)
+    with pytest.raises(LogIOError) as raised:
+        writer.sync()
+    assert raised.value.op == "create"
+    assert raised.value.path.endswith(naming.segment_name(1))
+
+
+def test_append_many_takes_all_in_order_or_none(open_writer: OpenWriter, log_dir: Path) -> None:
+    writer, _ = open_writer(segment_bytes=4096)
+    assert writer.append_many([]) == -1
+    last = writer.append_many((payload(i, 100) for i in range(100)), ts_ns=7)
+    assert last == 99
+    writer.sync()
+    assert read_all(log_dir) == ([(i, payload(i, 100)) for i in range(100)], None)
+    assert len(segment_files(log_dir)) > 1  # rotation inside one call
+    writer.close()
+    with pytest.raises(LogFullError):
+        writer.append_many([payload(100)])
+
+
+def test_close_commits_gap_events_that_its_own_drops_cause(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    class GapOnDrop(Hooks):
+        def dropped(self, drop: Drop) -> None:
+            super().dropped(drop)
+            writer.append(b"gap:%d-%d" % (drop.first_seq, drop.last_seq))
+
+    hooks = GapOnDrop(floor=0)  # a consumer that holds everything
+    writer, _ = open_writer(hooks=hooks, segment_bytes=4096, max_bytes=8192, preallocate=True)
+    for i in range(300):  # rotations pending in memory: only close() commits them
+        writer.append(payload(i, 100))
+    writer.close()
+    assert hooks.drops
+    records, error = read_all(log_dir)
+    assert error is None
+    gaps = [p for _, p in records if p.startswith(b"gap:")]
+    last = hooks.drops[-1]
+    assert gaps
+    assert gaps[-1] == b"gap:%d-%d" % (last.first_seq, last.last_seq)
