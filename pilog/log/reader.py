@@ -20,7 +20,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pilog.errors import CorruptionError
+from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import (
     FRAME_HEADER_BYTES,
@@ -32,7 +32,8 @@ from pilog.log.format import (
     scan_frames,
 )
 
-READ_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1 << 20  # the largest read
+FIRST_READ_BYTES = 1 << 16
 HEADER_READ_BYTES = 512
 FOLLOW_POLL_S = 0.2
 
@@ -70,8 +71,11 @@ class _SegmentCursor:
         self.status = FrameStatus.END
         self.reason = ""
 
-    def read(self, out: list[Record], chunk: int = READ_CHUNK_BYTES) -> None:
+    def read(self, out: list[Record]) -> None:
         """Append the good frames from the current offset on; set `status` to why it stopped."""
+        # Reads start small and double while the data lasts: a follower polling the end of
+        # the newest segment reads a little, a replay of a sealed one reads large chunks.
+        chunk = FIRST_READ_BYTES
         while True:
             buf = os.pread(self._fd, chunk, self.offset)
             before = len(out)
@@ -81,6 +85,7 @@ class _SegmentCursor:
             self.offset += result.offset
             self.status, self.reason = result.status, result.reason
             if result.status == FrameStatus.END and len(buf) == chunk:
+                chunk = min(chunk * 2, READ_CHUNK_BYTES)
                 continue  # the chunk ended on a frame boundary: more may follow
             if _cut_by_chunk(result, len(buf), chunk):
                 if got == 0:
@@ -190,32 +195,42 @@ class LogReader:
         poll_s: float,
     ) -> Generator[Batch, None, tuple[int, Path] | None]:
         """Yield the segment's records; return its successor, or None at the end of reading."""
+        nxt: tuple[int, Path] | None = None  # the successor, once seen: this one is sealed
         while True:
-            nxt = self._next_segment(cursor)
-            # With a successor on disk this segment is sealed: this read sees all of it.
-            first = cursor.next_seq
             out: Batch = []
+            first = cursor.next_seq
             cursor.read(out)
             if out and first < seq:
-                out = out[max(seq - first, 0) :]
+                out = out[seq - first :]
             if out:
                 yield out
             if nxt is not None:
-                cursor.check_sealed_end()
-                base, path = nxt
-                if base != cursor.next_seq:
-                    raise CorruptionError(
-                        path.name,
-                        0,
-                        f"segment starts at seq {base}, "
-                        f"previous one ended at {cursor.next_seq - 1}",
-                    )
-                return nxt
+                break
+            nxt = self._next_segment(cursor)
+            if nxt is not None:
+                # A successor exists, so this segment is sealed; it may have grown between our
+                # read and its sealing, so one more read sees the rest before the end check.
+                continue
             if not follow or (stop is not None and stop.is_set()):
                 return None
             (stop or threading.Event()).wait(poll_s)
+        cursor.check_sealed_end()
+        base, path = nxt
+        if base != cursor.next_seq:
+            raise CorruptionError(
+                path.name,
+                0,
+                f"segment starts at seq {base}, previous one ended at {cursor.next_seq - 1}",
+            )
+        return nxt
 
     def _next_segment(self, cursor: _SegmentCursor) -> tuple[int, Path] | None:
+        """The segment after `cursor`'s, if one exists yet."""
+        # One stat in the usual case, where the successor starts at our next seq; a listing
+        # per segment would make long reads quadratic in the number of segments.
+        expected = self.log_dir / naming.segment_name(cursor.next_seq)
+        if cursor.next_seq > cursor.base_seq and expected.exists():
+            return cursor.next_seq, expected
         segments = self.segments()
         bases = [b for b, _ in segments]
         i = bisect.bisect_right(bases, cursor.base_seq)
@@ -291,7 +306,7 @@ class LogReader:
                 else:
                     report.notes.append(f"{path.name}: header not written yet")
                 continue
-            except CorruptionError as e:
+            except (CorruptionError, FormatVersionError) as e:
                 report.errors.append(e)
                 continue
             except OSError as e:
@@ -346,7 +361,7 @@ class VerifyReport:
     first_seq: int | None = None
     last_seq: int | None = None
     header: SegmentHeader | None = None
-    errors: list[CorruptionError] = field(default_factory=list)
+    errors: list[CorruptionError | FormatVersionError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -534,3 +534,31 @@ def test_newest_segment_without_a_header_after_deleted_ones_restarts_at_its_base
     finally:
         writer.close()
     assert read_all(log_dir) == ([(70, b"x")], None)
+
+
+def test_verify_reports_a_segment_of_a_later_format_version_with_the_other_damage(
+    tmp_path: Path,
+) -> None:
+    from pilog.errors import FormatVersionError
+    from pilog.log.format import SegmentHeader
+    from pilog.log.reader import LogReader
+    from pilog.log.repair import open_log
+    from pilog.log.writer import LogOptions
+
+    log_dir = tmp_path / "log"
+    writer, _ = open_log(
+        log_dir, tmp_path / "q", LogOptions(device_id="d", segment_bytes=4096, max_bytes=1 << 20)
+    )
+    for i in range(200):
+        writer.append(b"x" * 40 + str(i).encode())
+    writer.close()
+    oldest = sorted(log_dir.iterdir())[0]
+    data = bytearray(oldest.read_bytes())
+    old = SegmentHeader(bytes(data[12:28]), 0, 0, "d")
+    newer = SegmentHeader(old.epoch, 0, 0, "d", version=2).encode()  # a valid later header
+    data[: len(newer)] = newer
+    oldest.write_bytes(bytes(data))
+
+    report = LogReader(log_dir).verify()
+    assert [type(e) for e in report.errors] == [FormatVersionError]
+    assert report.errors[0].segment == oldest.name

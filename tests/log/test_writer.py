@@ -892,3 +892,26 @@ def test_close_commits_gap_events_that_its_own_drops_cause(
     last = hooks.drops[-1]
     assert gaps
     assert gaps[-1] == b"gap:%d-%d" % (last.first_seq, last.last_seq)
+
+
+def test_reading_many_segments_lists_the_directory_a_bounded_number_of_times(
+    open_writer: OpenWriter, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, _ = open_writer(segment_bytes=1024)
+    for i in range(2000):
+        writer.append(payload(i, 40))
+    writer.sync()
+    assert len(segment_files(log_dir)) > 50
+    listings = 0
+    real = naming.list_segments
+
+    def counting(path: Path) -> list[tuple[int, Path]]:
+        nonlocal listings
+        listings += 1
+        return real(path)
+
+    monkeypatch.setattr(naming, "list_segments", counting)
+    records, error = read_all(log_dir)
+    assert error is None
+    assert [s for s, _ in records] == list(range(2000))
+    assert listings <= 3  # not one per segment: long logs read in linear time
