@@ -121,13 +121,13 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     verdict = verify_cmd.verify(History(resolve_config(config, data_dir).data_dir))
     console = Console(stderr=True)
     for note in verdict.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     span = (
         f"seq {verdict.first_seq}..{verdict.last_seq}" if verdict.last_seq is not None else "empty"
     )
     if verdict.errors:
         for err in verdict.errors:
-            console.print(f"[red]damage:[/red] {err}", highlight=False)
+            console.print(f"[red]damage:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     print(f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span}")
 
