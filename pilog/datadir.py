@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +170,18 @@ class EventLog:
         ts = self._wall_ns()
         return self.writer.append(
             encode_record(Record(ts, self._mono_ns(), self.boot_id, body)), ts
+        )
+
+    def append_many(self, bodies: Sequence[Body]) -> int:
+        """Append several bodies, stamped alike, under one writer lock; return the last seq.
+
+        All or nothing, as `LogWriter.append_many`.
+        """
+        ts = self._wall_ns()
+        mono = self._mono_ns()
+        boot = self.boot_id
+        return self.writer.append_many(
+            [encode_record(Record(ts, mono, boot, body)) for body in bodies], ts
         )
 
     def append_incident(self, body: Gap | Repair) -> int:

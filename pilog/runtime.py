@@ -126,6 +126,15 @@ class Runtime:
             self._fail_hard(e)
             return None
 
+    def _append_many(self, bodies: list[Reading]) -> int | None:
+        try:
+            return self.events.append_many(bodies)
+        except LogFullError:
+            return None
+        except LogIOError as e:
+            self._fail_hard(e)
+            return None
+
     # -- one sensor ----------------------------------------------------------------------
 
     async def _supervise(self, sensor: SensorConfig, cls: type[PollingDriver], opts: Any) -> None:
@@ -215,13 +224,12 @@ class Runtime:
         next_yield = loop.time() + FLAT_OUT_SLICE_S
         while True:
             payloads: list[Payload] = await self._call(worker, driver, driver.poll, sensor)
-            for values in payloads:
-                reading = Reading(sensor.name, kind, values)
-                while self._append(reading) is None:
-                    if self.fatal is not None:
-                        return
-                    await asyncio.sleep(retry_s)
-                health.readings += 1
+            readings = [Reading(sensor.name, kind, values) for values in payloads]
+            while readings and self._append_many(readings) is None:
+                if self.fatal is not None:
+                    return
+                await asyncio.sleep(retry_s)
+            health.readings += len(readings)
             if loop.time() >= next_yield:  # let other sensors and signals in
                 await asyncio.sleep(0)
                 next_yield = loop.time() + FLAT_OUT_SLICE_S

@@ -133,3 +133,19 @@ def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+def test_append_many_stamps_a_poll_alike_and_is_all_or_nothing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    last = events.append_many([reading(i) for i in range(5)])
+    assert last == 4
+    events.writer._max_pending_bytes = 0  # the disk stalls: the next poll is refused whole
+    with pytest.raises(LogFullError):
+        events.append_many([reading(i) for i in range(5, 10)])
+    events.writer._max_pending_bytes = 1 << 20
+    events.close()
+    stored = list(History(tmp_path).events(0))
+    assert [e.seq for e in stored] == [0, 1, 2, 3, 4]
+    assert len({(e.ts_ns, e.mono_ns) for e in stored}) == 1
+    assert [e.body for e in stored] == [reading(i) for i in range(5)]
