@@ -20,8 +20,8 @@ from typing import Any
 from pilog.clock import Clock
 from pilog.config import Config, SensorConfig
 from pilog.datadir import EventLog
-from pilog.drivers import DriverContext, PollingDriver, find_driver
-from pilog.drivers.base import Payload, parse_options
+from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, find_driver
+from pilog.drivers.base import READ_WAIT_S, Payload, parse_options
 from pilog.errors import LogError, LogFullError, LogIOError
 from pilog.events import ClockStep, DriverFailed, DriverStarted, DriverStopped, Gap, Reading
 
@@ -142,8 +142,9 @@ class Runtime:
         backoff = RESTART_BACKOFF_MIN_S
         while not self._stop.is_set():
             worker = _Worker(f"driver:{sensor.name}")
-            driver = cls(DriverContext(sensor, opts, self.clock, log.getChild(sensor.name)))
+            driver: PollingDriver | None = None
             try:
+                driver = cls(self._context(sensor, opts))
                 await self._call(worker, driver, driver.open, sensor)
                 self._append(DriverStarted(sensor.name, health.driver))
                 health.state = "running"
@@ -151,7 +152,8 @@ class Runtime:
             except asyncio.CancelledError:
                 health.state = "stopped"
                 self._stopped.append(health)
-                self._close_quietly(worker, driver)
+                if driver is not None:
+                    self._close_quietly(worker, driver)
                 raise
             except Exception as e:
                 health.failures += 1
@@ -164,11 +166,17 @@ class Runtime:
                     backoff,
                 )
                 self._append(DriverFailed(sensor.name, health.last_error, backoff))
-                self._close_quietly(worker, driver)
+                if driver is not None:
+                    self._close_quietly(worker, driver)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
             else:
                 backoff = RESTART_BACKOFF_MIN_S
+
+    def _context(self, sensor: SensorConfig, opts: Any) -> DriverContext:
+        return DriverContext(
+            sensor, opts, self.clock, log.getChild(sensor.name), data_dir=self.config.data_dir
+        )
 
     async def _call(
         self, worker: _Worker, driver: PollingDriver, fn: Callable[[], Any], sensor: SensorConfig
@@ -185,6 +193,9 @@ class Runtime:
     async def _poll_forever(
         self, worker: _Worker, driver: PollingDriver, sensor: SensorConfig, health: DriverHealth
     ) -> None:
+        if isinstance(driver, StreamingDriver):
+            await self._stream_forever(worker, driver, sensor, health)
+            return
         if sensor.interval_ms == 0:
             await self._poll_flat_out(worker, driver, sensor, health)
             return
@@ -195,13 +206,7 @@ class Runtime:
         kind = driver.sensor_type or driver.name
         while True:
             payloads: list[Payload] = await self._call(worker, driver, driver.poll, sensor)
-            for values in payloads:
-                if self._append(Reading(sensor.name, kind, values)) is None:
-                    health.dropped += 1
-                else:
-                    health.readings += 1
-                    if health.dropped:
-                        self._report_dropped(sensor, health)
+            self._store(payloads, sensor, kind, health)
             tick += 1
             # Drift-free: the k-th poll is due at start + k * interval; missed slots are skipped.
             now = loop.time()
@@ -210,6 +215,32 @@ class Runtime:
                 tick = math.ceil((now - start) / interval_s)
                 due = start + tick * interval_s
             await asyncio.sleep(due - now)
+
+    async def _stream_forever(
+        self,
+        worker: _Worker,
+        driver: StreamingDriver,
+        sensor: SensorConfig,
+        health: DriverHealth,
+    ) -> None:
+        """Append what a streaming driver delivers, as it arrives."""
+        kind = driver.sensor_type or driver.name
+        while True:
+            payloads: list[Payload] = await self._call(worker, driver, driver.read, sensor)
+            self._store(payloads, sensor, kind, health)
+
+    def _store(
+        self, payloads: list[Payload], sensor: SensorConfig, kind: str, health: DriverHealth
+    ) -> None:
+        """Append a poll's readings; a refusal is counted, and recorded once there is room."""
+        if not payloads:
+            return
+        if self._append_many([Reading(sensor.name, kind, v) for v in payloads]) is None:
+            health.dropped += len(payloads)
+            return
+        health.readings += len(payloads)
+        if health.dropped:
+            self._report_dropped(sensor, health)
 
     async def _poll_flat_out(
         self, worker: _Worker, driver: PollingDriver, sensor: SensorConfig, health: DriverHealth
@@ -310,7 +341,7 @@ def _dropped_gap(health: DriverHealth) -> Gap:
 def _timeout_s(sensor: SensorConfig) -> float:
     if sensor.timeout_ms is not None:
         return sensor.timeout_ms / 1000
-    return max(3 * sensor.interval_ms / 1000, 5.0)
+    return max(3 * sensor.interval_ms / 1000, 5 * READ_WAIT_S)
 
 
 def _describe(e: BaseException) -> str:

@@ -45,6 +45,9 @@ class FailsToOpen(PollingDriver):
     def open(self) -> None:
         raise FileNotFoundError(2, "No such file or directory", "/dev/ttyUSB9")
 
+    def poll(self) -> list[Payload]:
+        raise AssertionError("never polled: it never opens")
+
 
 def config_for(tmp_path: Path, sensors: str) -> Config:
     text = f"""

@@ -1,21 +1,40 @@
 """Drivers: the registry of built-in drivers and the public base classes.
 
-A sensor's `driver` key names a built-in driver (`synthetic`), a class by
+A sensor's `driver` key names a built-in driver (a folder here: `synthetic`), a class by
 `"package.module:Class"`, or an entry point in the `pilog.drivers` group.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from importlib.metadata import entry_points
 
-from pilog.drivers.base import DriverContext, NoOptions, Payload, PollingDriver
+from pilog.drivers.base import (
+    DriverContext,
+    NoOptions,
+    Payload,
+    PollingDriver,
+    StreamingDriver,
+)
 from pilog.errors import ConfigError
 
-__all__ = ["BUILTIN", "DriverContext", "NoOptions", "Payload", "PollingDriver", "find_driver"]
+__all__ = [
+    "BUILTIN",
+    "DriverContext",
+    "NoOptions",
+    "Payload",
+    "PollingDriver",
+    "StreamingDriver",
+    "find_driver",
+]
 
+_HERE = Path(__file__).parent
+# Every folder here with a driver.py is a built-in driver named after the folder; its module
+# exposes the class as DRIVER (Telegraf's plugins/inputs/<name>/ layout).
 BUILTIN: dict[str, str] = {
-    "synthetic": "pilog.drivers.synthetic.driver:SyntheticDriver",
+    p.parent.name: f"pilog.drivers.{p.parent.name}.driver:DRIVER"
+    for p in sorted(_HERE.glob("*/driver.py"))
 }
 
 

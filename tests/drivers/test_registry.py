@@ -17,9 +17,11 @@ DRIVERS_DIR = Path(pilog.drivers.__file__).parent
 FOLDERS = sorted(p.parent.name for p in DRIVERS_DIR.glob("*/driver.py"))
 
 
-def test_every_driver_folder_is_a_builtin() -> None:
-    assert FOLDERS, "no driver folders found"
+def test_every_driver_folder_is_a_builtin_named_after_it() -> None:
+    assert "synthetic" in FOLDERS
     assert set(FOLDERS) == set(BUILTIN)
+    for name in FOLDERS:
+        assert find_driver(name).name == name
 
 
 @pytest.mark.parametrize("name", FOLDERS)

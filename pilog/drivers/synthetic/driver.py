@@ -48,3 +48,6 @@ class SyntheticDriver(PollingDriver):
             )
             self._n += 1
         return out
+
+
+DRIVER = SyntheticDriver
