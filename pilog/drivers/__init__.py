@@ -7,8 +7,8 @@ A sensor's `driver` key names a built-in driver (a folder here: `synthetic`), a 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from pilog.drivers.base import (
     DriverContext,
