@@ -132,6 +132,48 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     print(f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span}")
 
 
+@app.command()
+def check(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Validate the config and open every sensor's device; exit 1 if anything failed."""
+    import dataclasses
+
+    from pilog.cli import check as check_cmd
+
+    outcomes = check_cmd.check(resolve_config(config, data_dir))
+    if as_json:
+        print(json.dumps([dataclasses.asdict(o) for o in outcomes], indent=2))
+    else:
+        check_cmd.render(outcomes, Console())
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def drivers() -> None:
+    """List the drivers a sensor can name, with what each reads."""
+    from importlib.metadata import entry_points
+
+    from rich.table import Table
+
+    from pilog.drivers import BUILTIN, StreamingDriver, find_driver
+
+    table = Table("driver", "kind", "reads")
+    names = sorted(BUILTIN) + sorted(ep.name for ep in entry_points(group="pilog.drivers"))
+    for name in names:
+        try:
+            cls = find_driver(name)
+        except PilogError as e:
+            table.add_row(name, "-", f"[red]cannot load:[/] {e}")
+            continue
+        kind = "streaming" if issubclass(cls, StreamingDriver) else "polling"
+        table.add_row(name, kind, cls.description)
+    Console().print(table)
+
+
 def main() -> None:
     """Entry point: user errors become one sentence on stderr and exit status 2."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from pilog.clock import SystemClock
 from pilog.config import Config
 from pilog.datadir import EventLog
 from pilog.runtime import Runtime, load_drivers
+from pilog.systemd import Notifier
 
 log = logging.getLogger("pilog")
 
@@ -39,6 +41,29 @@ def run(config: Config) -> None:
 async def _serve(config: Config, events: EventLog, clock: SystemClock) -> None:
     runtime = Runtime(config, events, clock)
     loop = asyncio.get_running_loop()
+    notifier = Notifier()
+
+    def stop() -> None:
+        notifier.notify("STOPPING=1")
+        runtime.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, runtime.stop)
-    await runtime.run()
+        loop.add_signal_handler(sig, stop)
+    watchdog = None
+    if notifier.watchdog_interval_s:
+        watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval_s))
+    notifier.notify(
+        f"READY=1\nSTATUS=logging {len(config.sensor)} sensor(s)\nMAINPID={os.getpid()}"
+    )
+    try:
+        await runtime.run()
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+async def _watchdog(notifier: Notifier, interval_s: float) -> None:
+    """Ping systemd from the loop: if the loop wedges, the pings stop and systemd restarts us."""
+    while True:
+        notifier.notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,92 @@
+"""`pilog check`: validate the config, open every sensor's device, say what works."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from pilog.clock import SystemClock
+from pilog.config import Config, SensorConfig
+from pilog.drivers import DriverContext, StreamingDriver, find_driver
+from pilog.drivers.base import parse_options
+from pilog.errors import PilogError
+
+CHECK_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One line of the report: what was checked, whether it works, and why not."""
+
+    what: str
+    driver: str
+    ok: bool
+    detail: str
+
+
+def check(config: Config, timeout_s: float = CHECK_TIMEOUT_S) -> list[Outcome]:
+    """The data dir, then each sensor: driver found, options valid, device opens and reads."""
+    outcomes = [_check_data_dir(Path(config.data_dir))]
+    outcomes += [_check_sensor(config, sensor, timeout_s) for sensor in config.sensor]
+    return outcomes
+
+
+def _check_data_dir(path: Path) -> Outcome:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return Outcome(str(path), "data dir", False, f"{probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return Outcome(str(path), "data dir", False, f"{probe} is not writable")
+    detail = "exists, writable" if probe == path else f"will be created under {probe}"
+    return Outcome(str(path), "data dir", True, detail)
+
+
+def _check_sensor(config: Config, sensor: SensorConfig, timeout_s: float) -> Outcome:
+    try:
+        cls = find_driver(sensor.driver)
+        opts = parse_options(cls, sensor, config.source)
+    except PilogError as e:
+        return Outcome(sensor.name, sensor.driver, False, str(e))
+    ctx = DriverContext(sensor, opts, SystemClock(), data_dir=config.data_dir)
+    result: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            driver = cls(ctx)
+            driver.open()
+            try:
+                if isinstance(driver, StreamingDriver):
+                    result["detail"] = "opened (streaming: readings come as the device sends)"
+                else:
+                    payloads = driver.poll()
+                    fields = sorted({k for p in payloads for k in p})
+                    result["detail"] = f"read {len(payloads)} reading(s): {', '.join(fields)}"
+            finally:
+                driver.close()
+        except Exception as e:
+            result["error"] = str(e) or type(e).__name__
+
+    # A daemon thread: a device hung in a syscall must not hang the check.
+    thread = threading.Thread(target=probe, name=f"check:{sensor.name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        return Outcome(sensor.name, sensor.driver, False, f"no answer within {timeout_s:.0f}s")
+    if "error" in result:
+        return Outcome(sensor.name, sensor.driver, False, result["error"])
+    return Outcome(sensor.name, sensor.driver, True, result["detail"])
+
+
+def render(outcomes: list[Outcome], console: Console) -> None:
+    table = Table("what", "driver", "result", "detail")
+    for o in outcomes:
+        table.add_row(o.what, o.driver, "[green]ok[/]" if o.ok else "[red]failed[/]", o.detail)
+    console.print(table)
