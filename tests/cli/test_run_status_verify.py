@@ -140,6 +140,7 @@ def test_status_json_reports_segments_bytes_seqs_and_the_writer_pid(tmp_path: Pa
     assert stopped["max_bytes"] == 1 << 20
     assert stopped["first_seq"] == files[0][0] == 0
     assert stopped["last_seq"] == History(data).last_seq()
+    assert stopped["durable_seq"] == stopped["last_seq"]  # a stopped writer synced all
     assert stopped["repairs"] == 0
     assert stopped["gaps"] == 0
     assert running["segments"] >= 1
