@@ -45,6 +45,8 @@ class DriverHealth:
     failures: int = 0
     dropped: int = 0  # readings refused by a full log, recorded in a Gap when it has room
     last_error: str = ""
+    restart_in_s: float = 0.0  # the current restart backoff while failing
+    readings_at_failure: int = -1  # `readings` when it last failed: tells a streak apart
 
 
 @dataclass
@@ -156,16 +158,27 @@ class Runtime:
                     self._close_quietly(worker, driver)
                 raise
             except Exception as e:
+                error = _describe(e)
+                # Once per failure streak (the same error, no reading in between): a device that
+                # stays absent or keeps NACKing is one event and one line, not one per retry.
+                repeat = (
+                    error == health.last_error and health.readings == health.readings_at_failure
+                )
+                health.readings_at_failure = health.readings
                 health.failures += 1
                 health.state = "restarting"
-                health.last_error = _describe(e)
-                log.warning(
-                    "sensor %s failed: %s; restarting in %.0fs",
-                    sensor.name,
-                    health.last_error,
-                    backoff,
-                )
-                self._append(DriverFailed(sensor.name, health.last_error, backoff))
+                health.last_error = error
+                health.restart_in_s = backoff
+                if repeat:
+                    log.debug("sensor %s still failing: %s", sensor.name, error)
+                else:
+                    log.warning(
+                        "sensor %s failed: %s; restarting with backoff from %.1fs",
+                        sensor.name,
+                        error,
+                        backoff,
+                    )
+                    self._append(DriverFailed(sensor.name, error, backoff))
                 if driver is not None:
                     self._close_quietly(worker, driver)
                 await asyncio.sleep(backoff)
