@@ -24,7 +24,7 @@ CONFIG_SEARCH = (Path("pilog.toml"), Path("/etc/pilog/pilog.toml"))
 ENV_PREFIX = "PILOG_"
 
 EMBEDDED_DEFAULT = """\
-# pilog's embedded default: virtual sensors, data in ./pilog-data.
+# pilog's embedded default: a virtual sensor and this host's health, data in ./pilog-data.
 data_dir = "./pilog-data"
 
 [log]
@@ -37,6 +37,11 @@ max_bytes = "256MiB"
 name = "demo"
 driver = "synthetic"
 interval_ms = 1000
+
+[[sensor]]
+name = "host"
+driver = "system"          # CPU temperature, load, memory, disk use of the data dir
+interval_ms = 10000
 """
 
 

@@ -57,7 +57,7 @@ def test_bad_size_is_rejected(bad: object) -> None:
 def test_embedded_default_runs_synthetic_sensor_in_local_data_dir() -> None:
     config = load_config(None, environ={})
     assert config.data_dir == Path("pilog-data")
-    assert [s.driver for s in config.sensor] == ["synthetic"]
+    assert [s.driver for s in config.sensor] == ["synthetic", "system"]
     assert config.source == "<embedded default>"
     LogOptions(**log_options(config))  # the defaults are a valid writer configuration
     assert "[log]" in EMBEDDED_DEFAULT
