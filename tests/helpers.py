@@ -20,6 +20,11 @@ from typing import IO, Any, TypeVar
 from pilog.history import History
 
 PILOG = (sys.executable, "-m", "pilog")
+# Public captures and datasheet vectors shared beside the checkout (never copied into it);
+# tests that need them skip with a clear reason when they are absent.
+CORPUS = Path(
+    os.environ.get("PILOG_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
+)
 WAIT_S = 60.0  # generous: a loaded CI box must not turn a slow start into a failure
 POLL_S = 0.01
 DEVICE_ID = "test-device"

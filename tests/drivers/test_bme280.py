@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.drivers.bme280.driver import (
     Bme280Driver,
@@ -21,7 +20,6 @@ from pilog.errors import ConfigError
 from pilog.testing.drivers import open_driver, run_driver
 from pilog.testing.smbus import Bme280Sim, FakeSMBus
 
-CORPUS = Path(os.environ.get("PILOG_CORPUS", Path(__file__).resolve().parents[3] / "shared/corpus"))
 VECTORS_FILE = CORPUS / "bme280_vectors.json"
 VECTOR_IDS = ["elixir_bme280_1", "elixir_bme280_2", "pimoroni_bme280", "bosch_bmp280_example"]
 # The integer API is exact to 0.01 °C; SOURCES.md states integer-vs-double differences of up to

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.drivers.ds18b20.driver import parse_w1_slave
 from pilog.errors import ConfigError
 from pilog.testing.drivers import open_driver, run_driver
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 W1_CORPUS = CORPUS / "ds18b20_w1_slave"
 OK_23000 = "70 01 4b 46 7f ff 10 10 e1 : crc=e1 YES\n70 01 4b 46 7f ff 10 10 e1 t=23000\n"
 

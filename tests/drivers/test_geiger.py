@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog import runtime as runtime_mod
 from pilog.config import parse_config
@@ -25,7 +26,6 @@ from pilog.testing.clock import FakeClock
 from pilog.testing.drivers import open_driver
 from pilog.testing.pty import SerialPty
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 WAIT_S = 30.0  # a bound for waiting on the pty, never a measured result
 
 

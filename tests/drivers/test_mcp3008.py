@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.drivers.mcp3008.driver import Mcp3008Driver, decode, request
 from pilog.errors import ConfigError
 from pilog.testing.drivers import open_driver, run_driver
 from pilog.testing.spidev import FakeSpiDev, Mcp3008Sim, StuckBus
 
-CORPUS = Path(os.environ.get("PILOG_CORPUS", Path(__file__).resolve().parents[3] / "shared/corpus"))
 VECTORS_FILE = CORPUS / "mcp3008_vectors.json"
 
 

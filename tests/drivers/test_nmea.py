@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.drivers.base import Payload, PollingDriver
 from pilog.drivers.nmea.driver import decode_sentence
@@ -17,7 +18,6 @@ from pilog.drivers.serialport import BadLineError, PortLostError, ascii_text
 from pilog.testing.drivers import open_driver
 from pilog.testing.pty import SerialPty
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 WAIT_S = 30.0  # a bound for waiting on the pty, never a measured result
 READ_TYPES = {"GGA", "RMC", "VTG", "GSA"}
 KMH_PER_KNOT = 1.852

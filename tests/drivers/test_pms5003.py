@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog import runtime as runtime_mod
 from pilog.config import parse_config
@@ -24,7 +25,6 @@ from pilog.testing.clock import FakeClock
 from pilog.testing.drivers import open_driver
 from pilog.testing.pty import SerialPty
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 WAIT_S = 30.0  # a bound for waiting on the pty, never a measured result
 DECODED_KEYS = (
     ("pm1_0_ugm3", "pm1_0_atm"),

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.drivers.sht31.driver import Sht31Driver, convert, crc8
 from pilog.errors import ConfigError
 from pilog.testing.drivers import open_driver, run_driver
 from pilog.testing.smbus import FakeSMBus, Sht31Sim
 
-CORPUS = Path(os.environ.get("PILOG_CORPUS", Path(__file__).resolve().parents[3] / "shared/corpus"))
 VECTORS_FILE = CORPUS / "sht31_vectors.json"
 READ_IDS = [
     "senlib_1",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.clock import SystemClock
 from pilog.config import parse_config
@@ -18,7 +19,6 @@ from pilog.drivers.base import DriverContext
 from pilog.drivers.system.driver import SystemDriver, SystemOptions, find_thermal_zones
 from pilog.testing.drivers import open_driver, run_driver
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 SYS_CORPUS = CORPUS / "sys"
 MEM_FIELDS = {"mem_total_bytes", "mem_available_bytes", "mem_used_bytes", "mem_used_pct"}
 LOAD_FIELDS = {"load_1m", "load_5m", "load_15m", "tasks_runnable", "tasks_total"}

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CORPUS
 
 from pilog.testing.spidev import FakeSpiDev, Mcp3008Sim
 
-CORPUS = Path(os.environ.get("PILOG_CORPUS", Path(__file__).resolve().parents[3] / "shared/corpus"))
 VECTORS_FILE = CORPUS / "mcp3008_vectors.json"
 
 
