@@ -117,7 +117,8 @@ class FakeSpiDev:
     def bits_per_word(self, value: int) -> None:
         self._opened()
         if value != 8:
-            raise NotImplementedError("FakeSpiDev supports 8-bit words only")
+            # A limit of the simulation, not of the device: say so rather than mis-simulate.
+            raise ValueError(f"FakeSpiDev simulates 8-bit words only, not {value}")
         self._bits_per_word = value
 
     @property
