@@ -129,12 +129,13 @@ class IndexStore:
             self._db.execute("DELETE FROM incidents")
             self._db.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?)", incidents)
-        log.info(
-            "index rebuilt: %d segments, %d incidents in %.1fs",
-            len(rows),
-            len(incidents),
-            time.monotonic() - started,
-        )
+        if any(r[1] >= r[0] for r in rows):  # a log with events, not one just created
+            log.info(
+                "index rebuilt: %d segments, %d incidents in %.1fs",
+                len(rows),
+                len(incidents),
+                time.monotonic() - started,
+            )
 
     def reconcile(self, log_dir: Path) -> None:
         """Match the catalogue to the sealed segments on disk.
