@@ -1,0 +1,23 @@
+"""Shipped test support for pilog and for driver authors.
+
+Fakes stand in only for what a test machine cannot have (an I2C bus, an SPI device, the wall
+clock, a failing disk); each implements the real library's surface, backed by datasheet
+simulators. The modules import no hardware library at import time.
+"""
+
+from pilog.testing.clock import FakeClock
+from pilog.testing.drivers import open_driver, run_driver
+from pilog.testing.faultyfs import FaultyFileSystem
+from pilog.testing.pty import SerialPty
+from pilog.testing.smbus import FakeSMBus
+from pilog.testing.spidev import FakeSpiDev
+
+__all__ = [
+    "FakeClock",
+    "FakeSMBus",
+    "FakeSpiDev",
+    "FaultyFileSystem",
+    "SerialPty",
+    "open_driver",
+    "run_driver",
+]

@@ -22,13 +22,14 @@ def open_driver(
     spidev: Any = None,
     sysfs_root: Path | None = None,
     procfs_root: Path | None = None,
+    data_dir: Path | None = None,
     clock: Clock | None = None,
 ) -> Iterator[PollingDriver]:
     """An opened driver `name` with the sensor keys `config` (as in pilog.toml); closed after.
 
     `smbus` and `spidev` are objects with the smbus2.SMBus / spidev.SpiDev methods the driver
     uses; the driver uses them instead of opening real buses. `sysfs_root` and `procfs_root`
-    stand in for /sys and /proc.
+    stand in for /sys and /proc; `data_dir` is the data dir the driver is told about.
     """
     table = {"name": f"test-{name}", "driver": name, **(config or {})}
     sensor = parse_config({"sensor": [table]}, "<run_driver>", {}).sensor[0]
@@ -41,6 +42,7 @@ def open_driver(
         spidev=spidev,
         sysfs_root=sysfs_root or Path("/sys"),
         procfs_root=procfs_root or Path("/proc"),
+        data_dir=data_dir,
     )
     driver = cls(ctx)
     driver.open()
@@ -58,6 +60,7 @@ def run_driver(
     spidev: Any = None,
     sysfs_root: Path | None = None,
     procfs_root: Path | None = None,
+    data_dir: Path | None = None,
     polls: int = 3,
 ) -> list[Payload]:
     """Open driver `name`, poll it `polls` times, return the readings' values in order.
@@ -72,6 +75,7 @@ def run_driver(
         spidev=spidev,
         sysfs_root=sysfs_root,
         procfs_root=procfs_root,
+        data_dir=data_dir,
     ) as driver:
         for _ in range(polls):
             out.extend(driver.poll())
