@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from pilog import __version__
 from pilog.cli.common import CONFIG_HELP, DATA_DIR_HELP, resolve_config, setup_logging
@@ -103,6 +102,8 @@ def status(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Show segments, size against the cap, seqs, cursors, repairs and gaps."""
+    from rich.console import Console
+
     from pilog.cli import status as status_cmd
 
     state = status_cmd.collect(resolve_config(config, data_dir))
@@ -115,6 +116,8 @@ def status(
 @app.command()
 def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Check every frame of the log; exit 1 naming segment and offset on damage."""
+    from rich.console import Console
+
     from pilog.cli import verify as verify_cmd
     from pilog.history import History
 
@@ -141,6 +144,8 @@ def check(
     """Validate the config and open every sensor's device; exit 1 if anything failed."""
     import dataclasses
 
+    from rich.console import Console
+
     from pilog.cli import check as check_cmd
 
     outcomes = check_cmd.check(resolve_config(config, data_dir))
@@ -157,6 +162,7 @@ def drivers() -> None:
     """List the drivers a sensor can name, with what each reads."""
     from importlib.metadata import entry_points
 
+    from rich.console import Console
     from rich.table import Table
 
     from pilog.drivers import BUILTIN, StreamingDriver, find_driver
