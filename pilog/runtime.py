@@ -32,6 +32,7 @@ RESTART_BACKOFF_MAX_S = 300.0
 CLOCK_CHECK_INTERVAL_S = 1.0
 CLOCK_STEP_THRESHOLD_NS = 1_000_000_000
 FLAT_OUT_SLICE_S = 0.005  # interval_ms = 0: longest stretch without yielding to the loop
+FLAT_OUT_BACKLOG_SHARE = 0.5  # interval_ms = 0: waits while the writer's backlog is above this
 
 
 @dataclass
@@ -266,7 +267,12 @@ class Runtime:
         kind = driver.sensor_type or driver.name
         retry_s = self.config.log.fsync_interval_ms / 1000
         next_yield = loop.time() + FLAT_OUT_SLICE_S
+        writer = self.events.writer
         while True:
+            # Leave the top half of the writer's backlog to scheduled sensors: a flat-out
+            # sensor that filled it would get their readings refused (dropped) while it waits.
+            while writer.backlog_fraction > FLAT_OUT_BACKLOG_SHARE:
+                await asyncio.sleep(retry_s / 4)
             payloads: list[Payload] = await self._call(worker, driver, driver.poll, sensor)
             readings = [Reading(sensor.name, kind, values) for values in payloads]
             while readings and self._append_many(readings) is None:

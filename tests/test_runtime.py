@@ -259,3 +259,38 @@ def test_flat_out_sensor_waits_for_the_disk_instead_of_dropping(tmp_path: Path) 
     assert len(readings) >= 5000
     assert rt.health["fast"].dropped == 0
     assert not [e for e in history if isinstance(e.body, Gap)]
+
+
+def test_scheduled_sensor_keeps_its_readings_beside_a_flat_out_one(tmp_path: Path) -> None:
+    text = f"""
+    data_dir = "{tmp_path}"
+    [log]
+    fsync = "never"
+    fsync_interval_ms = 2
+    {sensor("flood", "synthetic", 0, "batch = 50")}
+    {sensor("tick", "synthetic", 5)}
+    """
+    config = parse_config(tomllib.loads(text), "test.toml", {})
+    clock = FakeClock()
+    events = EventLog(config, clock=clock)
+    events.writer._max_pending_bytes = 8000  # a disk far slower than the flooding sensor
+    rt = Runtime(config, events, clock)
+
+    async def main() -> None:
+        task = asyncio.create_task(rt.run())
+        limit = time.monotonic() + 30
+        while time.monotonic() < limit and not (
+            "tick" in rt.health and rt.health["tick"].readings >= 100
+        ):
+            await asyncio.sleep(0.01)
+        rt.stop()
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        events.close()
+    assert rt.health["tick"].readings >= 100
+    assert rt.health["flood"].readings > rt.health["tick"].readings  # it did flood
+    assert rt.health["tick"].dropped == 0  # the flooder left room for the scheduled sensor
+    assert not [e for e in History(tmp_path).events(0) if isinstance(e.body, Gap)]

@@ -338,6 +338,11 @@ class LogWriter:
     def full(self) -> bool:
         return self._full
 
+    @property
+    def backlog_fraction(self) -> float:
+        """Bytes waiting for the disk, as a fraction of the bound at which appends are refused."""
+        return self._pending_bytes / self._max_pending_bytes if self._max_pending_bytes else 1.0
+
     def add_durable_listener(self, listener: Callable[[int], None]) -> None:
         """Call `listener(durable_seq)` on the committer thread whenever it rises."""
         self._listeners.append(listener)
