@@ -71,11 +71,21 @@ def run_until(
 ) -> tuple[list[Event], Runtime]:
     events = EventLog(config, clock=clock)  # type: ignore[arg-type]
     rt = Runtime(config, events, clock)  # type: ignore[arg-type]
+    try:
+        drive(rt, events, lambda: done(rt), deadline_s)
+    finally:
+        RELEASE_HUNG.set()
+    assert done(rt), "condition not reached before the deadline"
+    return list(History(config.data_dir).events(0)), rt
+
+
+def drive(rt: Runtime, events: EventLog, done: Callable[[], bool], deadline_s: float = 30) -> None:
+    """Run `rt` until `done()` (checked every 10 ms) or the deadline, then stop and close."""
 
     async def main() -> None:
         task = asyncio.create_task(rt.run())
         limit = time.monotonic() + deadline_s
-        while not done(rt) and time.monotonic() < limit:
+        while not done() and time.monotonic() < limit:
             await asyncio.sleep(0.01)
         rt.stop()
         await task
@@ -84,9 +94,6 @@ def run_until(
         asyncio.run(main())
     finally:
         events.close()
-        RELEASE_HUNG.set()
-    assert done(rt), "condition not reached before the deadline"
-    return list(History(config.data_dir).events(0)), rt
 
 
 def test_failing_and_hanging_drivers_are_restarted_with_backoff_beside_a_healthy_one(
@@ -196,25 +203,15 @@ def test_readings_refused_by_a_full_log_are_counted_then_recorded_as_a_gap(
     rt = Runtime(config, events, clock)
     released = threading.Event()
 
-    async def main() -> None:
-        task = asyncio.create_task(rt.run())
-        limit = time.monotonic() + 30
-        while time.monotonic() < limit:
-            health = rt.health.get("fast")
-            if health and health.dropped >= 10 and not released.is_set():
-                assert events.index is not None
-                events.index.set_cursor("sink:stalled", events.writer.next_seq)
-                released.set()
-            if released.is_set() and _gaps(tmp_path):
-                break
-            await asyncio.sleep(0.01)
-        rt.stop()
-        await task
+    def done() -> bool:
+        health = rt.health.get("fast")
+        if health and health.dropped >= 10 and not released.is_set():
+            assert events.index is not None
+            events.index.set_cursor("sink:stalled", events.writer.next_seq)
+            released.set()
+        return released.is_set() and bool(_gaps(tmp_path))
 
-    try:
-        asyncio.run(main())
-    finally:
-        events.close()
+    drive(rt, events, done)
     gaps = _gaps(tmp_path)
     assert len(gaps) == 1
     assert gaps[0].sensor == "fast"
@@ -240,20 +237,7 @@ def test_flat_out_sensor_waits_for_the_disk_instead_of_dropping(tmp_path: Path) 
     events.writer._max_pending_bytes = 4000  # a disk far slower than the sensor
     rt = Runtime(config, events, clock)
 
-    async def main() -> None:
-        task = asyncio.create_task(rt.run())
-        limit = time.monotonic() + 30
-        while time.monotonic() < limit and rt.health.get("fast", None) is None:
-            await asyncio.sleep(0.01)
-        while time.monotonic() < limit and rt.health["fast"].readings < 5000:
-            await asyncio.sleep(0.01)
-        rt.stop()
-        await task
-
-    try:
-        asyncio.run(main())
-    finally:
-        events.close()
+    drive(rt, events, lambda: "fast" in rt.health and rt.health["fast"].readings >= 5000)
     history = list(History(tmp_path).events(0))
     readings = [e for e in history if isinstance(e.body, Reading)]
     assert len(readings) >= 5000
@@ -276,20 +260,7 @@ def test_scheduled_sensor_keeps_its_readings_beside_a_flat_out_one(tmp_path: Pat
     events.writer._max_pending_bytes = 8000  # a disk far slower than the flooding sensor
     rt = Runtime(config, events, clock)
 
-    async def main() -> None:
-        task = asyncio.create_task(rt.run())
-        limit = time.monotonic() + 30
-        while time.monotonic() < limit and not (
-            "tick" in rt.health and rt.health["tick"].readings >= 100
-        ):
-            await asyncio.sleep(0.01)
-        rt.stop()
-        await task
-
-    try:
-        asyncio.run(main())
-    finally:
-        events.close()
+    drive(rt, events, lambda: "tick" in rt.health and rt.health["tick"].readings >= 100)
     assert rt.health["tick"].readings >= 100
     assert rt.health["flood"].readings > rt.health["tick"].readings  # it did flood
     assert rt.health["tick"].dropped == 0  # the flooder left room for the scheduled sensor

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 import msgspec
-import smbus2
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
+from pilog.drivers.transports import close_owned, open_i2c
 from pilog.errors import PilogError
 
 CHIP_ID = 0x60  # §5.4.1; a BMP280 reads 0x56-0x58
@@ -200,11 +200,7 @@ class Bme280Driver(PollingDriver):
 
     def open(self) -> None:
         """Check the chip id, reset, read the calibration and configure the mode."""
-        if self.ctx.smbus is not None:
-            self._bus = self.ctx.smbus
-        else:
-            self._bus = smbus2.SMBus(self.opts.bus)
-            self._owns_bus = True
+        self._bus, self._owns_bus = open_i2c(self.ctx, self.opts.bus)
         try:
             self._setup(self._bus)
         except BaseException:
@@ -295,10 +291,8 @@ class Bme280Driver(PollingDriver):
         if self.opts.mode == "normal":
             with contextlib.suppress(OSError):
                 bus.write_byte_data(self.opts.address, REG_CTRL_MEAS, 0)  # back to sleep
-        if self._owns_bus:
-            with contextlib.suppress(OSError):
-                bus.close()
-            self._owns_bus = False
+        close_owned(bus, self._owns_bus)
+        self._owns_bus = False
 
 
 DRIVER = Bme280Driver

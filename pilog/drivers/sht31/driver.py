@@ -6,7 +6,6 @@ CRC §4.12 (Table 20), conversion §4.13, timing §2.2 (Table 4).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import time
 from typing import Any, ClassVar, Literal, Protocol
@@ -15,6 +14,7 @@ import msgspec
 import smbus2
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
+from pilog.drivers.transports import close_owned, open_i2c
 
 CMD_SINGLE_SHOT_HIGH = 0x2400  # high repeatability, clock stretching disabled (Table 9)
 CMD_READ_STATUS = 0xF32D  # Table 17
@@ -81,11 +81,7 @@ class Sht31Driver(PollingDriver):
 
     def open(self) -> None:
         """Open the bus and read the status register: the device must answer."""
-        if self.ctx.smbus is not None:
-            self._bus = self.ctx.smbus
-        else:
-            self._bus = smbus2.SMBus(self.opts.bus)
-            self._owns_bus = True
+        self._bus, self._owns_bus = open_i2c(self.ctx, self.opts.bus)
         try:
             self._command(CMD_READ_STATUS)
             words = parse_words(self._read(3))
@@ -133,9 +129,7 @@ class Sht31Driver(PollingDriver):
     def close(self) -> None:
         """Close the bus if this driver opened it; never raises."""
         bus, self._bus = self._bus, None
-        if bus is not None and self._owns_bus:
-            with contextlib.suppress(OSError):
-                bus.close()
+        close_owned(bus, self._owns_bus)
         self._owns_bus = False
 
 
