@@ -42,6 +42,13 @@ interval_ms = 1000
 name = "host"
 driver = "system"          # CPU temperature, load, memory, disk use of the data dir
 interval_ms = 10000
+
+[[projection]]
+type = "latest"            # `pilog show latest`
+
+[[projection]]
+type = "rollup"            # `pilog show rollup --sensor demo --field value --since 1h`
+windows = ["1m", "1h"]
 """
 
 
@@ -142,6 +149,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     data_dir: Path = Path("/var/lib/pilog")
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
+    sink: list[SinkConfig] = msgspec.field(default_factory=list)
+    projection: list[ProjectionConfig] = msgspec.field(default_factory=list)
     source: str = "<embedded default>"  # where the config came from; not a key of the file
 
     def __post_init__(self) -> None:
@@ -149,8 +158,113 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"sensor names must be unique; repeated: {', '.join(dupes)}")
+        for what, names in (
+            ("sink", [s.name for s in self.sink]),
+            ("projection", [projection_name(p) for p in self.projection]),
+        ):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
         if not self.device_id or len(self.device_id.encode()) > 255:
             raise ValueError("device_id must be 1 to 255 bytes")
+
+
+class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
+    """Keys every `[[sink]]` has: batching, retries and the request timeout."""
+
+    name: str
+    batch_max: int = 1000  # readings per request
+    batch_max_bytes: Size = Size(1 << 20)  # encoded body, before gzip
+    linger_ms: int = 1000  # wait this long for a batch to fill (fewer requests, cursor moves)
+    retry_initial_ms: int = 500
+    retry_max: Duration = Duration(300)  # backoff cap, and the pause after 401/403
+    timeout: Duration = Duration(30)
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ValueError("sink name must be letters, digits, '_', '.' or '-'")
+        if self.batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        if self.linger_ms < 0 or self.retry_initial_ms < 1:
+            raise ValueError("linger_ms must be >= 0 and retry_initial_ms >= 1")
+
+
+class _HttpSinkConfig(_SinkConfig, frozen=True):
+    url: str = ""
+    token_file: Path | None = None  # else $PILOG_SINK_<NAME>_TOKEN; never logged
+    ca_bundle: Path | None = None  # PEM file to verify the server with, instead of the system's
+    gzip: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"sink {self.name}: url must start with http:// or https://")
+
+
+class HttpJsonSinkConfig(_HttpSinkConfig, frozen=True, tag="http-json"):
+    """The JSON reading API of the design's wire contract."""
+
+
+class InfluxLineSinkConfig(_HttpSinkConfig, frozen=True, tag="influx-line"):
+    """InfluxDB line protocol: v2 `/api/v2/write` or v1 `/write` (also VictoriaMetrics)."""
+
+    api: Literal["v1", "v2"] = "v2"
+    org: str | None = None
+    bucket: str | None = None
+    database: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.api == "v2" and not self.bucket:
+            raise ValueError(f"sink {self.name}: api = 'v2' needs `bucket` (and usually `org`)")
+        if self.api == "v1" and not self.database:
+            raise ValueError(f"sink {self.name}: api = 'v1' needs `database`")
+
+
+class MqttSinkConfig(_SinkConfig, frozen=True, tag="mqtt"):
+    """One MQTT message per reading; the cursor advances once every message is acknowledged."""
+
+    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
+    topic: str = "pilog/{device_id}/{sensor}"
+    qos: Literal[0, 1, 2] = 1
+    username: str | None = None
+    password_file: Path | None = None  # else $PILOG_SINK_<NAME>_PASSWORD
+    ca_bundle: Path | None = None
+    client_id: str | None = None  # default: pilog-<device_id>-<sink name>
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"sink {self.name}: url must start with mqtt:// or mqtts://")
+
+
+SinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig | MqttSinkConfig
+
+
+class _ProjectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
+    name: str = ""  # default: the type
+    commit_interval: Duration = Duration(5)  # state and cursor commit together, this often
+
+
+class LatestProjectionConfig(_ProjectionConfig, frozen=True, tag="latest"):
+    """Last value, time and seq per sensor and field."""
+
+
+class RollupProjectionConfig(_ProjectionConfig, frozen=True, tag="rollup"):
+    """Count, min, max, mean and last per sensor, field and window."""
+
+    windows: list[Duration] = msgspec.field(default_factory=lambda: [Duration(60), Duration(3600)])
+
+    def __post_init__(self) -> None:
+        if not self.windows or any(w < 1 or w != int(w) for w in self.windows):
+            raise ValueError("rollup windows must be whole seconds, at least 1s")
+
+
+ProjectionConfig = LatestProjectionConfig | RollupProjectionConfig
+
+
+def projection_name(p: ProjectionConfig) -> str:
+    return p.name or ("latest" if isinstance(p, LatestProjectionConfig) else "rollup")
 
 
 _SENSOR_KEYS = frozenset({"name", "driver", "interval_ms", "timeout_ms"})
@@ -248,6 +362,11 @@ def _humanize(message: str) -> str:
     choices = _literal_choices(path)
     if choices and what.startswith("Invalid enum value"):
         what += f"; expected one of {', '.join(repr(c) for c in choices)}"
+    kind = re.fullmatch(r"(sink|projection)\[\d+\]\.type", path)
+    if kind and what.startswith("Invalid value"):
+        union = SinkConfig if kind.group(1) == "sink" else ProjectionConfig
+        tags = [msgspec.inspect.type_info(t).tag for t in typing.get_args(union)]  # type: ignore[attr-defined]
+        what += f"; expected one of {', '.join(repr(t) for t in tags)}"
     path = re.sub(r"\.options(?=\.|$)", "", path) or "(top level)"
     return f"{path}: {what}"
 

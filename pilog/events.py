@@ -80,7 +80,29 @@ class Note(msgspec.Struct, array_like=True, gc=False, tag=8, frozen=True):
     text: str
 
 
-Body = Reading | Gap | ClockStep | DriverStarted | DriverStopped | DriverFailed | Repair | Note
+class DeadLetter(msgspec.Struct, array_like=True, gc=False, tag=9, frozen=True):
+    """A sink refused the reading `seq` for good (a 4xx other than 401/403/408/413/429).
+
+    The reading stays in the log; the refusal is also kept in `deadletter/<sink>.ndjson`.
+    """
+
+    sink: str
+    seq: int
+    status: int  # the HTTP status, 0 when the sink is not HTTP
+    reason: str
+
+
+Body = (
+    Reading
+    | Gap
+    | ClockStep
+    | DriverStarted
+    | DriverStopped
+    | DriverFailed
+    | Repair
+    | Note
+    | DeadLetter
+)
 
 BODY_TYPES: dict[type[Any], str] = {
     Reading: "reading",
@@ -91,6 +113,7 @@ BODY_TYPES: dict[type[Any], str] = {
     DriverFailed: "driver_failed",
     Repair: "repair",
     Note: "note",
+    DeadLetter: "dead_letter",
 }
 TYPE_NAMES = frozenset(BODY_TYPES.values())
 

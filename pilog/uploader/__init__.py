@@ -1,0 +1,1 @@
+"""Uploaders: each `[[sink]]` reads durable readings from its cursor and ships them."""

@@ -1,0 +1,99 @@
+"""What the HTTP sinks share: one pooled client, the gzip body, and the reading of answers.
+
+The answer table is the design's wire contract: 2xx ack; network error, 408, 429, 5xx retry
+(honouring `Retry-After`); 413 split; 401/403 pause; any other 4xx rejects the batch.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import ssl
+import time
+
+import httpx
+
+from pilog.config import HttpJsonSinkConfig, InfluxLineSinkConfig
+from pilog.uploader.sink import Outcome, SinkContext, read_secret, secret_env_name
+
+HttpSinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig
+
+GZIP_LEVEL = 5  # most of level 9's ratio on sensor JSON, at a fraction of the CPU on a Pi
+DETAIL_BODY_CHARS = 200  # of a refusal's body, kept for the dead letter and `pilog status`
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def make_client(config: HttpSinkConfig, context: SinkContext) -> httpx.Client:
+    """A client that keeps its connection, verifies TLS (with `ca_bundle` if given)."""
+    verify: ssl.SSLContext | bool = True
+    if config.ca_bundle is not None:
+        verify = ssl.create_default_context(cafile=str(config.ca_bundle))
+    return httpx.Client(
+        verify=verify,
+        timeout=httpx.Timeout(config.timeout),
+        headers={"User-Agent": context.user_agent},
+        follow_redirects=False,
+    )
+
+
+def bearer_token(config: HttpSinkConfig) -> str | None:
+    return read_secret(config.token_file, secret_env_name(config.name, "token"), what="token")
+
+
+def encode_body(body: bytes, use_gzip: bool) -> tuple[bytes, dict[str, str]]:
+    if not use_gzip:
+        return body, {}
+    return gzip.compress(body, GZIP_LEVEL, mtime=0), {"Content-Encoding": "gzip"}
+
+
+def post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """POST and read the answer as an Outcome; never raises for what the network does."""
+    try:
+        response = client.post(url, content=body, headers=headers)
+    except httpx.TimeoutException as e:
+        return Outcome("retry", f"timed out ({type(e).__name__})")
+    except (httpx.TransportError, httpx.DecodingError) as e:
+        return Outcome("retry", f"network error: {type(e).__name__}: {e}")
+    return classify(response)
+
+
+def classify(response: httpx.Response) -> Outcome:
+    status = response.status_code
+    if 200 <= status < 300:
+        return Outcome("ack", status=status)
+    detail = f"HTTP {status}: {_snippet(response)}"
+    if status in RETRY_STATUSES or status >= 500:
+        return Outcome("retry", detail, status, retry_after(response.headers.get("Retry-After")))
+    if status == 413:
+        return Outcome("too_large", detail, status)
+    if status in (401, 403):
+        return Outcome("unauthorized", detail, status)
+    if 400 <= status < 500:
+        return Outcome("rejected", detail, status)
+    # 1xx or 3xx as a final answer: the receiver is misconfigured; keep the data and retry.
+    return Outcome("retry", detail, status)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _snippet(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except (httpx.DecodingError, UnicodeDecodeError):
+        return f"<{len(response.content)} undecodable bytes>"
+    text = " ".join(text.split())
+    if len(text) > DETAIL_BODY_CHARS:
+        text = text[:DETAIL_BODY_CHARS] + "…"
+    return text or response.reason_phrase or "(empty body)"

@@ -1,0 +1,105 @@
+"""The sink contract: what an uploader needs from each kind of receiver.
+
+A sink turns a batch of readings into one request (or one burst of messages) and reports how
+the receiver answered, as an `Outcome`; it never retries, sleeps or splits by itself. The
+uploader loop (`pilog.uploader.loop`) owns the policy: retry with backoff, split on
+`too_large`, bisect on `rejected`, pause on `unauthorized`, advance the cursor on `ack`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pilog import __version__
+from pilog.errors import ConfigError
+from pilog.events import Event, Reading, event_id
+
+OutcomeKind = Literal["ack", "retry", "too_large", "unauthorized", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the receiver answered one send.
+
+    - `ack`: every event of the batch is acknowledged; the cursor may pass them.
+    - `retry`: a network error, timeout, 408, 429 or 5xx; send the same batch again later
+      (`retry_after_s` when the receiver said when).
+    - `too_large`: 413; send it again in halves.
+    - `unauthorized`: 401/403; pause the sink and say so loudly.
+    - `rejected`: another 4xx; the batch holds at least one event the receiver will never take.
+    `detail` is one line for logs and `pilog status`; it never contains a secret.
+    """
+
+    kind: OutcomeKind
+    detail: str = ""
+    status: int = 0
+    retry_after_s: float | None = None
+
+
+ACK = Outcome("ack")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What every sink knows besides its config: whose events these are, and where it runs."""
+
+    device_id: str
+    epoch_hex: str
+    data_dir: Path
+    user_agent: str = f"pilog/{__version__}"
+
+    def event_id(self, seq: int) -> str:
+        return event_id(self.device_id, self.epoch_hex, seq)
+
+    def idempotency_key(self, batch: Sequence[Event]) -> str:
+        """`{device_id}:{epoch}:{first_seq}-{last_seq}`: the same events, the same key."""
+        return f"{self.device_id}:{self.epoch_hex}:{batch[0].seq}-{batch[-1].seq}"
+
+
+class Sink(Protocol):
+    """One receiver. Implementations guarantee:
+
+    - `send` blocks until the receiver answered or `timeout` passed, and returns an Outcome
+      instead of raising for anything the network or the receiver does;
+    - `ack` means every event of `batch` was accepted (HTTP 2xx, MQTT PUBACK for each);
+    - the same batch may be sent again after any outcome, so requests carry the events' ids
+      (and, for HTTP, the idempotency key);
+    - secrets (tokens, passwords) appear in no `detail`, log line or exception.
+    Every event of a batch is a `Reading`; the uploader skips other event types.
+    """
+
+    def send(self, batch: Sequence[Event]) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def readings(batch: Sequence[Event]) -> list[tuple[Event, Reading]]:
+    """The batch with each body typed as the Reading it is."""
+    out = []
+    for e in batch:
+        assert isinstance(e.body, Reading), "uploaders pass readings only"
+        out.append((e, e.body))
+    return out
+
+
+def secret_env_name(sink_name: str, what: str) -> str:
+    """`PILOG_SINK_<NAME>_<WHAT>`, the name upper-cased with other characters as `_`."""
+    return f"PILOG_SINK_{re.sub(r'[^A-Z0-9]', '_', sink_name.upper())}_{what.upper()}"
+
+
+def read_secret(path: Path | None, env_name: str, *, what: str) -> str | None:
+    """A token or password from `path` (stripped), else from `$env_name`, else None."""
+    if path is not None:
+        try:
+            value = path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the {what} file {path}: {e.strerror}") from e
+        if not value:
+            raise ConfigError(f"the {what} file {path} is empty")
+        return value
+    return os.environ.get(env_name) or None

@@ -1,0 +1,59 @@
+"""`http-json`: the JSON reading API of the design's wire contract.
+
+`POST {url}` with a JSON array, one object per reading:
+`{"id", "device_id", "seq", "sensor", "sensor_type", "payload", "timestamp"}`, gzip when
+enabled, `Idempotency-Key: {device_id}:{epoch}:{first_seq}-{last_seq}`, a bearer token when
+configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from pilog.config import HttpJsonSinkConfig
+from pilog.events import Event, rfc3339
+from pilog.uploader.http import bearer_token, encode_body, make_client, post
+from pilog.uploader.sink import Outcome, SinkContext, readings
+
+_encode = msgspec.json.Encoder().encode
+
+
+class HttpJsonSink:
+    def __init__(self, config: HttpJsonSinkConfig, context: SinkContext) -> None:
+        self.config = config
+        self.context = context
+        self._headers = {"Content-Type": "application/json"}
+        token = bearer_token(config)
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._client = make_client(config, context)
+
+    def objects(self, batch: Sequence[Event]) -> list[dict[str, Any]]:
+        ctx = self.context
+        return [
+            {
+                "id": ctx.event_id(e.seq),
+                "device_id": ctx.device_id,
+                "seq": e.seq,
+                "sensor": r.sensor,
+                "sensor_type": r.sensor_type,
+                "payload": r.values,
+                "timestamp": rfc3339(e.ts_ns),
+            }
+            for e, r in readings(batch)
+        ]
+
+    def send(self, batch: Sequence[Event]) -> Outcome:
+        body, extra = encode_body(_encode(self.objects(batch)), self.config.gzip)
+        headers = {
+            **self._headers,
+            **extra,
+            "Idempotency-Key": self.context.idempotency_key(batch),
+        }
+        return post(self._client, self.config.url, body, headers)
+
+    def close(self) -> None:
+        self._client.close()
