@@ -256,7 +256,7 @@ class RollupProjectionConfig(_ProjectionConfig, frozen=True, tag="rollup"):
     windows: list[Duration] = msgspec.field(default_factory=lambda: [Duration(60), Duration(3600)])
 
     def __post_init__(self) -> None:
-        if not self.windows or any(w < 1 or w != int(w) for w in self.windows):
+        if not self.windows or any(w < 1 or float(w) % 1 for w in self.windows):
             raise ValueError("rollup windows must be whole seconds, at least 1s")
 
 

@@ -17,17 +17,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pilog.clock import Clock, SystemClock, boot_id
 from pilog.config import Config, log_options
 from pilog.errors import DataDirError, LockedError, LogError
 from pilog.events import Body, Gap, Record, Repair, encode_record, record_ts
-from pilog.index.store import IndexStore
+from pilog.index.store import Incidental, IndexStore
 from pilog.log import naming
 from pilog.log.fsio import FileSystem
 from pilog.log.repair import open_log
 from pilog.log.writer import Drop, LogOptions, SegmentInfo
 
+_T = TypeVar("_T")
 log = logging.getLogger("pilog")
 
 
@@ -128,7 +130,7 @@ class EventLog:
         self.index: IndexStore | None = None
         self._index_lock = threading.Lock()  # the committer thread updates it too
         self._index_behind = False
-        self._missed_incidents: list[tuple[int, int, Gap | Repair]] = []
+        self._missed_incidents: list[tuple[int, int, Incidental]] = []
         try:
             self.writer, repairs = open_log(
                 self.paths.log_dir,
@@ -184,14 +186,29 @@ class EventLog:
             [encode_record(Record(ts, mono, boot, body)) for body in bodies], ts
         )
 
-    def append_incident(self, body: Gap | Repair) -> int:
-        """Append a loss or repair and note it in the index, where `status` finds it."""
+    def append_incident(self, body: Incidental) -> int:
+        """Append a loss, repair or dead letter and note it in the index for `status`."""
         ts = self._wall_ns()
         seq = self.writer.append(encode_record(Record(ts, self._mono_ns(), self.boot_id, body)), ts)
         if not self._update_index("incident", lambda i: i.add_incident(seq, ts, body)):
             with self._index_lock:
                 self._missed_incidents.append((seq, ts, body))
         return seq
+
+    def update_index(self, what: str, update: Callable[[IndexStore], None]) -> bool:
+        """Apply `update` to the index (cursor moves, rewinds); False if it was refused."""
+        return self._update_index(what, update)
+
+    def read_index(self, read: Callable[[IndexStore], _T], default: _T) -> _T:
+        """`read(index)`, or `default` when there is no index or the database refuses."""
+        if self.index is None:
+            return default
+        with self._index_lock:
+            try:
+                return read(self.index)
+            except sqlite3.Error as e:
+                log.warning("index not readable: %s", e)
+                return default
 
     def close(self) -> None:
         """Commit and sync everything appended, then release the data dir."""

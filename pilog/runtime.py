@@ -94,6 +94,7 @@ class Runtime:
         self.fatal: BaseException | None = None
         self._stop = asyncio.Event()
         self._stopped: list[DriverHealth] = []  # stopped by `stop`; their last words are due
+        self.clock_steps: list[ClockStep] = []  # this run's, for `pilog status`
 
     def stop(self) -> None:
         self._stop.set()
@@ -341,7 +342,8 @@ class Runtime:
             step = (wall - mono) - offset
             if abs(step) > CLOCK_STEP_THRESHOLD_NS:
                 log.warning("wall clock stepped by %+.3fs", step / 1e9)
-                self._append(ClockStep(step, wall - step, wall))
+                self.clock_steps.append(ClockStep(step, wall - step, wall))
+                self._append(self.clock_steps[-1])
                 offset = wall - mono
 
 

@@ -49,8 +49,10 @@ def write_config(
     log: dict[str, object] | None = None,
     sensors: Iterable[dict[str, object]] = ({"name": "air", "interval_ms": 20},),
     device_id: str = DEVICE_ID,
+    extra: str = "",
 ) -> Path:
-    """Write a pilog.toml; each sensor defaults to the synthetic driver."""
+    """Write a pilog.toml; each sensor defaults to the synthetic driver; `extra` is appended
+    as it is (`[[sink]]` and `[[projection]]` tables)."""
     lines = [f"device_id = {toml_value(device_id)}", f"data_dir = {toml_value(data_dir)}", ""]
     lines.append("[log]")
     for key, value in (log or {}).items():
@@ -59,6 +61,7 @@ def write_config(
         lines += ["", "[[sensor]]"]
         for key, value in {"driver": "synthetic", **sensor}.items():
             lines.append(f"{key} = {toml_value(value)}")
+    lines.append(extra)
     path.write_text("\n".join(lines) + "\n")
     return path
 

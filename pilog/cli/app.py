@@ -69,6 +69,10 @@ def tail(
     type_: Annotated[
         list[str] | None, typer.Option("--type", help="Only this event type (reading, gap, ...)")
     ] = None,
+    pending: Annotated[
+        str | None,
+        typer.Option("--pending", help="The readings this sink has not delivered yet"),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -84,7 +88,11 @@ def tail(
             f"unknown --type {', '.join(sorted(unknown))}; known: {', '.join(sorted(TYPE_NAMES))}"
         )
     history = History(cfg.data_dir)
-    start = tail_cmd.parse_from(from_, history, time.time_ns())
+    if pending is not None:
+        start = tail_cmd.pending_from(cfg, history, pending)
+        type_ = type_ or ["reading"]
+    else:
+        start = tail_cmd.parse_from(from_, history, time.time_ns())
     tail_cmd.tail(
         history,
         start,
@@ -178,6 +186,87 @@ def drivers() -> None:
         kind = "streaming" if issubclass(cls, StreamingDriver) else "polling"
         table.add_row(name, kind, cls.description)
     Console().print(table)
+
+
+@app.command()
+def replay(
+    from_: Annotated[
+        str, typer.Option("--from", help="SEQ, -N (last N), an age (10m) or a time (RFC 3339)")
+    ],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last SEQ (inclusive), or a time: sinks only")
+    ] = None,
+    sink: Annotated[
+        list[str] | None, typer.Option("--sink", help="Re-deliver to this sink")
+    ] = None,
+    projection: Annotated[
+        list[str] | None, typer.Option("--projection", help="Rebuild this projection")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every sink and projection")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would happen")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Rewind sinks (re-deliver a range) or rebuild projections, while pilog runs or not."""
+    from pilog.cli import replay as replay_cmd
+    from pilog.history import History
+
+    cfg = resolve_config(config, data_dir)
+    sinks, projections = replay_cmd.select(cfg, sink or [], projection or [], all_)
+    targets = replay_cmd.plan(
+        cfg,
+        History(cfg.data_dir),
+        from_text=from_,
+        to_text=to,
+        sinks=sinks,
+        projections=projections,
+        now_ns=time.time_ns(),
+    )
+    for t in targets:
+        readings = f" ({t.readings} readings)" if t.name.startswith("sink:") and t.rewind else ""
+        print(f"{t.name}: {t.note}{readings}")
+    if dry_run:
+        print("dry run: nothing changed")
+        return
+    for line in replay_cmd.apply(cfg, targets):
+        print(line)
+
+
+@app.command()
+def export(
+    from_: Annotated[
+        str, typer.Option("--from", help="SEQ, -N (last N), an age (10m) or a time (RFC 3339)")
+    ] = "0",
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last SEQ (inclusive), or a time (exclusive)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="ndjson or csv")] = "ndjson",
+    sensor: Annotated[list[str] | None, typer.Option("--sensor", help="Only this sensor")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write the readings of a range as NDJSON or CSV."""
+    from pilog.cli import export as export_cmd
+    from pilog.cli import tail as tail_cmd
+    from pilog.cli.replay import parse_to
+    from pilog.history import History
+
+    if fmt not in ("ndjson", "csv"):
+        raise PilogError(f"--format {fmt!r}: expected ndjson or csv")
+    history = History(resolve_config(config, data_dir).data_dir)
+    now = time.time_ns()
+    start = tail_cmd.parse_from(from_, history, now)
+    end = parse_to(to, history, now) if to is not None else None
+    args = (history, start, end)
+    if output is None:
+        n = export_cmd.export(*args, fmt=fmt, sensors=set(sensor or ()))
+    else:
+        with output.open("w", encoding="utf-8", newline="") as f:
+            n = export_cmd.export(*args, fmt=fmt, sensors=set(sensor or ()), out=f)
+    print(f"exported {n} reading(s)", file=sys.stderr)
 
 
 def main() -> None:

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 from pilog.clock import SystemClock
 from pilog.config import Config
+from pilog.consumers import ConsumerGroup
+from pilog.control import SOCKET_NAME, ControlServer
 from pilog.datadir import EventLog
+from pilog.errors import LogError
 from pilog.runtime import Runtime, load_drivers
 from pilog.systemd import Notifier
 
 log = logging.getLogger("pilog")
 
+CONSUMER_STOP_S = 3.0  # of the 10 s a stop may take; a sink mid-request is abandoned after it
+
 
 def run(config: Config) -> None:
     """Open the data dir, run every sensor, and on a stop signal flush, fsync and return."""
     load_drivers(config)  # a bad sensor is a config error: refuse before touching the data dir
+    early_stop = _catch_early_stop()
     clock = SystemClock()
     events = EventLog(config, clock=clock)
+    consumers = None
     try:
+        consumers = ConsumerGroup.open(config, events)
         writer = events.writer
         log.info(
             "pilog running: %d sensor(s), data in %s, next seq %d, fsync=%s (config: %s)",
@@ -32,14 +43,42 @@ def run(config: Config) -> None:
             config.log.fsync,
             config.source,
         )
-        asyncio.run(_serve(config, events, clock))
+        consumers.start()
+        asyncio.run(_serve(config, events, clock, consumers, early_stop))
     finally:
+        if consumers is not None:
+            # Drivers are stopped: make what they appended durable, let consumers commit
+            # what their receivers acknowledged, then close the log.
+            _sync_quietly(events)
+            consumers.stop(CONSUMER_STOP_S)
         events.close()
     log.info("pilog stopped: log synced up to seq %d", events.writer.durable_seq)
 
 
-async def _serve(config: Config, events: EventLog, clock: SystemClock) -> None:
+def _sync_quietly(events: EventLog) -> None:
+    try:
+        events.writer.sync()
+    except LogError as e:
+        log.error("could not sync the log before stopping consumers: %s", e)
+
+
+def _catch_early_stop() -> list[int]:
+    """Note SIGTERM/SIGINT arriving while the data dir opens; the loop acts on them."""
+    caught: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: caught.append(signum))
+    return caught
+
+
+async def _serve(
+    config: Config,
+    events: EventLog,
+    clock: SystemClock,
+    consumers: ConsumerGroup,
+    early_stop: list[int],
+) -> None:
     runtime = Runtime(config, events, clock)
+    control = _serve_control(config, events, runtime, consumers)
     loop = asyncio.get_running_loop()
     notifier = Notifier()
 
@@ -49,6 +88,8 @@ async def _serve(config: Config, events: EventLog, clock: SystemClock) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    if early_stop:
+        stop()
     watchdog = None
     if notifier.watchdog_interval_s:
         watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval_s))
@@ -60,6 +101,52 @@ async def _serve(config: Config, events: EventLog, clock: SystemClock) -> None:
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if control is not None:
+            control.close()
+
+
+def _serve_control(
+    config: Config, events: EventLog, runtime: Runtime, consumers: ConsumerGroup
+) -> ControlServer | None:
+    started_ns = time.time_ns()
+
+    def answer(request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("cmd") != "status":
+            return {"error": f"unknown command {request.get('cmd')!r}; known: status"}
+        return live_status(events, runtime, consumers, started_ns)
+
+    try:
+        return ControlServer(events.paths.root / SOCKET_NAME, answer)
+    except OSError as e:
+        log.warning("no control socket (%s): pilog status shows only what is on disk", e)
+        return None
+
+
+def live_status(
+    events: EventLog, runtime: Runtime, consumers: ConsumerGroup, started_ns: int
+) -> dict[str, Any]:
+    """What only the running process knows, for `pilog status`."""
+    writer = events.writer
+    steps = runtime.clock_steps
+    return {
+        "pid": os.getpid(),
+        "started_ns": started_ns,
+        "wall_ns": time.time_ns(),
+        "writer": {
+            "next_seq": writer.next_seq,
+            "durable_seq": writer.durable_seq,
+            "backlog_fraction": round(writer.backlog_fraction, 4),
+            "full": writer.full,
+            "io_error": str(writer.io_error) if writer.io_error else None,
+        },
+        "drivers": [dataclasses.asdict(h) for h in runtime.health.values()],
+        "consumers": consumers.states(),
+        "clock": {
+            "steps": len(steps),
+            "last_step_ns": steps[-1].step_ns if steps else None,
+            "last_step_at_ns": steps[-1].wall_after_ns if steps else None,
+        },
+    }
 
 
 async def _watchdog(notifier: Notifier, interval_s: float) -> None:

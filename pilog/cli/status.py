@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from pilog.cli.common import human_bytes
-from pilog.config import Config
+from pilog.cli.common import human_age, human_bytes
+from pilog.config import Config, projection_name
+from pilog.control import query
 from pilog.datadir import writer_pid
 from pilog.events import rfc3339
 from pilog.history import History
+from pilog.index.store import Rewind
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -43,9 +47,15 @@ def collect(config: Config) -> dict[str, Any]:
         "cursors": {},
         "repairs": 0,
         "gaps": 0,
+        "dead_letters": 0,
+        "drivers": None,  # live state: only while pilog run answers on its control socket
+        "writer": None,
+        "clock": None,
         "incidents": [],
         "index": "missing",
     }
+    cursor_rows: dict[str, tuple[int, int]] = {}
+    rewinds: dict[str, Rewind] = {}
     index = history.open_index()
     if index is not None:
         try:
@@ -63,11 +73,53 @@ def collect(config: Config) -> dict[str, Any]:
                 }
                 for i in index.incidents(limit=10)
             ]
+            status["dead_letters"] = counts.get("dead_letter", 0)
+            cursor_rows = index.cursor_rows()
+            rewinds = {r.name: r for r in index.rewinds()}
         except Exception as e:  # a damaged index is reported, and rebuilt by the writer
             status["index"] = f"unreadable ({e})"
         finally:
             index.close()
+    live = query(config.data_dir, {"cmd": "status"}) if status["writer_pid"] else None
+    if live is not None and "error" not in live:
+        status["durable_seq"] = live["writer"]["durable_seq"]
+        status["writer"] = live["writer"]
+        status["drivers"] = live["drivers"]
+        status["clock"] = live["clock"]
+    status["consumers"] = _consumers(
+        config, history, last_seq, cursor_rows, rewinds, live.get("consumers", []) if live else []
+    )
     return status
+
+
+def _consumers(
+    config: Config,
+    history: History,
+    last_seq: int | None,
+    cursor_rows: dict[str, tuple[int, int]],
+    rewinds: dict[str, Rewind],
+    live: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each configured or remembered consumer: cursor, lag in events and age, live state."""
+    names = [f"sink:{s.name}" for s in config.sink]
+    names += [f"projection:{projection_name(p)}" for p in config.projection]
+    names += sorted(n for n in cursor_rows if n not in names)
+    by_name = {c["name"]: c for c in live}
+    now = time.time_ns()
+    out = []
+    for name in names:
+        seq, updated_ns = cursor_rows.get(name, (None, None))
+        entry: dict[str, Any] = {"name": name, "next_seq": seq, "updated_ns": updated_ns}
+        if seq is not None and last_seq is not None:
+            entry["lag_events"] = max(0, last_seq + 1 - seq)
+            oldest = next(iter(history.events(seq)), None) if seq <= last_seq else None
+            entry["lag_s"] = (now - oldest.ts_ns) / 1e9 if oldest is not None else 0.0
+        if name in rewinds:
+            entry["replay"] = dataclasses.asdict(rewinds[name])
+        if name in by_name:
+            entry["live"] = by_name[name]
+        out.append(entry)
+    return out
 
 
 def render(status: dict[str, Any], console: Console) -> None:
@@ -99,11 +151,66 @@ def render(status: dict[str, Any], console: Console) -> None:
         ("quarantine", f"{len(status['quarantined_files'])} file(s)"),
         ("index", status["index"]),
     ]
-    for name, seq in sorted(status["cursors"].items()):
-        lag = (status["last_seq"] + 1 - seq) if status["last_seq"] is not None else 0
-        rows.append((f"cursor {name}", f"next seq {seq} (lag {lag} events)"))
+    rows.append(("dead letters", str(status["dead_letters"])))
+    if status["clock"]:
+        rows.append(("clock", _clock_line(status["clock"])))
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+    if status["consumers"]:
+        console.print(_consumer_table(status["consumers"]))
+    if status["drivers"]:
+        console.print(_driver_table(status["drivers"]))
+    elif not status["writer_pid"]:
+        console.print("drivers: pilog is not running (health is live state)")
     for inc in status["incidents"]:
         console.print(f"  {inc['ts']}  #{inc['seq']}  {inc['kind']}: {inc['detail']}")
+
+
+def _clock_line(clock: dict[str, Any]) -> str:
+    if not clock["steps"]:
+        return "no step since start"
+    return f"{clock['steps']} step(s) since start, last {clock['last_step_ns'] / 1e9:+.3f}s"
+
+
+def _consumer_table(consumers: list[dict[str, Any]]) -> Table:
+    table = Table(title="consumers", title_justify="left")
+    for col in ("consumer", "next seq", "lag", "state", "last ok", "last error"):
+        table.add_column(col)
+    for c in consumers:
+        live = c.get("live") or {}
+        lag = "-"
+        if "lag_events" in c:
+            lag = f"{c['lag_events']} events, {human_age(c['lag_s'])}"
+        state = live.get("state", "not running" if not live else "?")
+        if live.get("attempts"):
+            state += f" (attempt {live['attempts']})"
+        if "replay" in c:
+            state += f", replaying from {c['replay']['from_seq']}"
+        last_ok = live.get("last_ok_ns")
+        table.add_row(
+            c["name"],
+            "-" if c["next_seq"] is None else str(c["next_seq"]),
+            lag,
+            state,
+            human_age((time.time_ns() - last_ok) / 1e9) + " ago" if last_ok else "-",
+            live.get("last_error") or "-",
+        )
+    return table
+
+
+def _driver_table(drivers: list[dict[str, Any]]) -> Table:
+    table = Table(title="drivers", title_justify="left")
+    for col in ("sensor", "driver", "state", "readings", "failures", "dropped", "last error"):
+        table.add_column(col)
+    for d in drivers:
+        table.add_row(
+            d["sensor"],
+            d["driver"],
+            d["state"],
+            str(d["readings"]),
+            str(d["failures"]),
+            str(d["dropped"]),
+            d["last_error"] or "-",
+        )
+    return table

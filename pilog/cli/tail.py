@@ -10,6 +10,7 @@ from typing import TextIO
 
 import msgspec
 
+from pilog.config import Config
 from pilog.errors import PilogError
 from pilog.events import Event, Reading, event_to_json, rfc3339
 from pilog.history import History
@@ -18,7 +19,7 @@ _REL_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _REL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_from(text: str, history: History, now_ns: int) -> int:
+def parse_from(text: str, history: History, now_ns: int, option: str = "--from") -> int:
     """The seq to start at: SEQ, -N (the last N events), a time (RFC 3339) or an age (10m)."""
     text = text.strip()
     if re.fullmatch(r"\d+", text):
@@ -34,7 +35,7 @@ def parse_from(text: str, history: History, now_ns: int) -> int:
             t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise PilogError(
-                f"--from {text!r}: expected a seq (1200), a count (-10), an age (10m) "
+                f"{option} {text!r}: expected a seq (1200), a count (-10), an age (10m) "
                 "or a time (2026-11-22T03:00:00Z)"
             ) from None
         if t.tzinfo is None:
@@ -45,6 +46,23 @@ def parse_from(text: str, history: History, now_ns: int) -> int:
         last = history.last_seq()
         return 0 if last is None else last + 1
     return seq
+
+
+def pending_from(config: Config, history: History, sink: str) -> int:
+    """Where the sink's cursor is: the first event it has not delivered."""
+    names = [s.name for s in config.sink]
+    if sink not in names:
+        raise PilogError(
+            f"no sink named {sink!r} in {config.source}; configured: {', '.join(names) or 'none'}"
+        )
+    index = history.open_index()
+    cursors = {} if index is None else index.cursors()
+    if index is not None:
+        index.close()
+    cursor = cursors.get(f"sink:{sink}")
+    if cursor is None:  # it has delivered nothing yet: everything is pending
+        return history.first_seq() or 0
+    return cursor
 
 
 def _ns_since_epoch(t: dt.datetime) -> int:

@@ -17,9 +17,17 @@ CREATE TABLE IF NOT EXISTS cursors (
     next_seq   INTEGER NOT NULL,       -- the next seq the consumer will handle (exclusive)
     updated_ns INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rewinds (
+    name         TEXT PRIMARY KEY,     -- the consumer, as in `cursors`
+    from_seq     INTEGER NOT NULL,     -- re-deliver from here
+    to_seq       INTEGER,              -- to here (inclusive); NULL: everything after
+    resume_seq   INTEGER,              -- then jump here (the cursor before the replay)
+    applied      INTEGER NOT NULL,     -- 1 once the consumer has rewound
+    requested_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS incidents (
-    seq    INTEGER PRIMARY KEY,        -- the Gap or Repair event that records it
-    kind   TEXT NOT NULL,              -- "gap" | "repair"
+    seq    INTEGER PRIMARY KEY,        -- the Gap, Repair or DeadLetter event that records it
+    kind   TEXT NOT NULL,              -- "gap" | "repair" | "dead_letter"
     ts_ns  INTEGER NOT NULL,
     detail TEXT NOT NULL
 );

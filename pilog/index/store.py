@@ -16,17 +16,33 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from pilog.events import Gap, Repair, decode_record
+from pilog.events import DeadLetter, Gap, Repair, decode_record
 from pilog.log import naming
 from pilog.log.reader import LogReader
 from pilog.log.writer import SegmentInfo
 
 log = logging.getLogger("pilog.index")
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: rewinds, dead_letter incidents
+
+
+Incidental = Gap | Repair | DeadLetter  # the events `status` counts and lists
+
+
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """A `pilog replay` request: re-deliver from `from_seq` (to `to_seq`, then resume)."""
+
+    name: str
+    from_seq: int
+    to_seq: int | None  # inclusive; None: everything from `from_seq` on
+    resume_seq: int | None  # where the consumer jumps once past `to_seq`
+    applied: bool  # the consumer has rewound and is re-delivering
+    requested_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +197,7 @@ class IndexStore:
                     rec = decode_record(payload)
                     first_ts = rec.ts_ns if first_ts is None else first_ts
                     last_ts, last_seq = rec.ts_ns, seq
-                    if isinstance(rec.body, Gap | Repair):
+                    if isinstance(rec.body, Gap | Repair | DeadLetter):
                         incidents.append(_incident_row(seq, rec.ts_ns, rec.body))
                 else:
                     continue
@@ -233,9 +249,22 @@ class IndexStore:
 
     def set_cursor(self, name: str, next_seq: int) -> None:
         with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (name, next_seq, time.time_ns())
-            )
+            self._set_cursor(name, next_seq)
+
+    def _set_cursor(self, name: str, next_seq: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (name, next_seq, time.time_ns())
+        )
+
+    def cursor_rows(self) -> dict[str, tuple[int, int]]:
+        """Each cursor's next seq and when it last moved (ns UTC)."""
+        with self._lock:
+            rows = self._db.execute("SELECT name, next_seq, updated_ns FROM cursors").fetchall()
+        return {name: (seq, ts) for name, seq, ts in rows}
+
+    def delete_cursor(self, name: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM cursors WHERE name = ?", (name,))
 
     def cursors(self) -> dict[str, int]:
         with self._lock:
@@ -246,9 +275,57 @@ class IndexStore:
             row = self._db.execute("SELECT MIN(next_seq) FROM cursors").fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    # -- rewinds (pilog replay) ----------------------------------------------------------
+
+    def request_rewind(
+        self, name: str, from_seq: int, to_seq: int | None = None, resume_seq: int | None = None
+    ) -> None:
+        """Ask the consumer `name` to re-deliver from `from_seq`; replaces an earlier request."""
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO rewinds VALUES (?, ?, ?, ?, 0, ?)",
+                (name, from_seq, to_seq, resume_seq, time.time_ns()),
+            )
+
+    def rewind(self, name: str) -> Rewind | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, from_seq, to_seq, resume_seq, applied, requested_ns"
+                " FROM rewinds WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return None if row is None else _rewind(row)
+
+    def rewinds(self) -> list[Rewind]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, from_seq, to_seq, resume_seq, applied, requested_ns FROM rewinds"
+            ).fetchall()
+        return [_rewind(r) for r in rows]
+
+    def apply_rewind(self, rewind: Rewind) -> None:
+        """The consumer rewinds: its cursor goes to `from_seq`, in one transaction with the
+        request being marked applied (or removed, when there is no `to_seq` to come back from).
+        """
+        with self._lock, self._db:
+            self._set_cursor(rewind.name, rewind.from_seq)
+            if rewind.to_seq is None:
+                self._db.execute("DELETE FROM rewinds WHERE name = ?", (rewind.name,))
+            else:
+                self._db.execute(
+                    "UPDATE rewinds SET applied = 1, resume_seq = ? WHERE name = ?",
+                    (rewind.resume_seq, rewind.name),
+                )
+
+    def finish_rewind(self, name: str, next_seq: int) -> None:
+        """The consumer is past the replayed range: set its cursor and forget the request."""
+        with self._lock, self._db:
+            self._set_cursor(name, next_seq)
+            self._db.execute("DELETE FROM rewinds WHERE name = ?", (name,))
+
     # -- incidents -----------------------------------------------------------------------
 
-    def add_incident(self, seq: int, ts_ns: int, body: Gap | Repair) -> None:
+    def add_incident(self, seq: int, ts_ns: int, body: Incidental) -> None:
         with self._lock, self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?)",
@@ -278,6 +355,10 @@ _SegmentRow = tuple[int, int, int | None, int | None, int, int]
 _IncidentRow = tuple[int, str, int, str]
 
 
-def _incident_row(seq: int, ts_ns: int, body: Gap | Repair) -> _IncidentRow:
-    kind = "gap" if isinstance(body, Gap) else "repair"
+def _rewind(row: tuple[Any, ...]) -> Rewind:
+    return Rewind(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+def _incident_row(seq: int, ts_ns: int, body: Incidental) -> _IncidentRow:
+    kind = {Gap: "gap", Repair: "repair", DeadLetter: "dead_letter"}[type(body)]
     return (seq, kind, ts_ns, msgspec.json.encode(msgspec.structs.asdict(body)).decode())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,8 +165,16 @@ class LogReader:
         follow: bool = False,
         stop: threading.Event | None = None,
         poll_s: float = FOLLOW_POLL_S,
+        wait: Callable[[int, float], object] | None = None,
+        yield_idle: bool = False,
     ) -> Iterator[Batch]:
-        """As `read_from`, a non-empty list of records at a time (one read's worth)."""
+        """As `read_from`, a non-empty list of records at a time (one read's worth).
+
+        When following, `wait(next_seq, poll_s)` replaces sleeping `poll_s` at the end of the
+        log (the writer's process waits on its durable watermark instead of polling files),
+        and `yield_idle` yields an empty batch after each such wait: a tick for consumers
+        that act on time (a batch's linger).
+        """
         segments = self.segments()
         if not segments:
             if not follow:
@@ -182,7 +190,7 @@ class LogReader:
             if cursor is None:
                 return
             try:
-                nxt = yield from self._drain(cursor, seq, follow, stop, poll_s)
+                nxt = yield from self._drain(cursor, seq, follow, stop, poll_s, wait, yield_idle)
             finally:
                 cursor.close()
 
@@ -193,10 +201,15 @@ class LogReader:
         follow: bool,
         stop: threading.Event | None,
         poll_s: float,
+        wait: Callable[[int, float], object] | None = None,
+        yield_idle: bool = False,
     ) -> Generator[Batch, None, tuple[int, Path] | None]:
         """Yield the segment's records; return its successor, or None at the end of reading."""
         nxt: tuple[int, Path] | None = None  # the successor, once seen: this one is sealed
+        idle = False
         while True:
+            if idle and yield_idle:
+                yield []
             out: Batch = []
             first = cursor.next_seq
             cursor.read(out)
@@ -204,6 +217,7 @@ class LogReader:
                 out = out[seq - first :]
             if out:
                 yield out
+            idle = not out
             if nxt is not None:
                 break
             nxt = self._next_segment(cursor)
@@ -213,7 +227,10 @@ class LogReader:
                 continue
             if not follow or (stop is not None and stop.is_set()):
                 return None
-            (stop or threading.Event()).wait(poll_s)
+            if wait is not None:
+                wait(cursor.next_seq, poll_s)
+            else:
+                (stop or threading.Event()).wait(poll_s)
         cursor.check_sealed_end()
         base, path = nxt
         if base != cursor.next_seq:

@@ -12,11 +12,26 @@ from pilog.testing.pty import SerialPty
 from pilog.testing.smbus import FakeSMBus
 from pilog.testing.spidev import FakeSpiDev
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pilog.testing.receiver import Receiver
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: `python -m pilog.testing.receiver` must not find the module imported already.
+    if name == "Receiver":
+        from pilog.testing.receiver import Receiver  # noqa: PLC0415
+
+        return Receiver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "FakeClock",
     "FakeSMBus",
     "FakeSpiDev",
     "FaultyFileSystem",
+    "Receiver",
     "SerialPty",
     "open_driver",
     "run_driver",

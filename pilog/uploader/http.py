@@ -6,6 +6,7 @@ The answer table is the design's wire contract: 2xx ack; network error, 408, 429
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import gzip
 import ssl
@@ -14,6 +15,7 @@ import time
 import httpx
 
 from pilog.config import HttpJsonSinkConfig, InfluxLineSinkConfig
+from pilog.errors import ConfigError
 from pilog.uploader.sink import Outcome, SinkContext, read_secret, secret_env_name
 
 HttpSinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig
@@ -27,7 +29,13 @@ def make_client(config: HttpSinkConfig, context: SinkContext) -> httpx.Client:
     """A client that keeps its connection, verifies TLS (with `ca_bundle` if given)."""
     verify: ssl.SSLContext | bool = True
     if config.ca_bundle is not None:
-        verify = ssl.create_default_context(cafile=str(config.ca_bundle))
+        try:
+            verify = ssl.create_default_context(cafile=str(config.ca_bundle))
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"sink {config.name}: cannot use ca_bundle {config.ca_bundle}: "
+                f"{getattr(e, 'strerror', None) or e}"
+            ) from e
     return httpx.Client(
         verify=verify,
         timeout=httpx.Timeout(config.timeout),
@@ -37,7 +45,13 @@ def make_client(config: HttpSinkConfig, context: SinkContext) -> httpx.Client:
 
 
 def bearer_token(config: HttpSinkConfig) -> str | None:
-    return read_secret(config.token_file, secret_env_name(config.name, "token"), what="token")
+    token = read_secret(config.token_file, secret_env_name(config.name, "token"), what="token")
+    if token is not None and not token.isprintable():
+        # httpx would refuse the header quoting it, and every retry would fail the same way.
+        raise ConfigError(
+            f"sink {config.name}: the token has a line break or another control character"
+        )
+    return token
 
 
 def encode_body(body: bytes, use_gzip: bool) -> tuple[bytes, dict[str, str]]:
@@ -46,15 +60,27 @@ def encode_body(body: bytes, use_gzip: bool) -> tuple[bytes, dict[str, str]]:
     return gzip.compress(body, GZIP_LEVEL, mtime=0), {"Content-Encoding": "gzip"}
 
 
-def post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> Outcome:
-    """POST and read the answer as an Outcome; never raises for what the network does."""
+def post(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    secrets: tuple[str, ...] = (),
+) -> Outcome:
+    """POST and read the answer as an Outcome; never raises for what the network does.
+
+    `secrets` are blanked out of the detail: a receiver may echo headers in an error page.
+    """
     try:
-        response = client.post(url, content=body, headers=headers)
+        outcome = classify(client.post(url, content=body, headers=headers))
     except httpx.TimeoutException as e:
-        return Outcome("retry", f"timed out ({type(e).__name__})")
+        outcome = Outcome("retry", f"timed out ({type(e).__name__})")
     except (httpx.TransportError, httpx.DecodingError) as e:
-        return Outcome("retry", f"network error: {type(e).__name__}: {e}")
-    return classify(response)
+        outcome = Outcome("retry", f"network error: {type(e).__name__}: {e}")
+    detail = outcome.detail
+    for secret in secrets:
+        detail = detail.replace(secret, "***")
+    return dataclasses.replace(outcome, detail=detail) if detail != outcome.detail else outcome
 
 
 def classify(response: httpx.Response) -> Outcome:

@@ -27,6 +27,7 @@ class HttpJsonSink:
         self.context = context
         self._headers = {"Content-Type": "application/json"}
         token = bearer_token(config)
+        self._secrets = (token,) if token else ()
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client = make_client(config, context)
@@ -53,7 +54,7 @@ class HttpJsonSink:
             **extra,
             "Idempotency-Key": self.context.idempotency_key(batch),
         }
-        return post(self._client, self.config.url, body, headers)
+        return post(self._client, self.config.url, body, headers, self._secrets)
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,118 @@
+"""Exactly-once in effect: `pilog run` uploading to a flaky receiver, killed with SIGKILL again
+and again, then drained. The receiver (a separate process, so it survives every kill) must end
+up holding every reading of the log exactly once by id, and nothing else; the duplicates it saw
+must come only from batches in flight at a kill or whose acknowledgement it dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import clean_env, run_pilog, status_json, wait_until, write_config
+
+from pilog.events import Reading, event_id
+from pilog.history import History
+
+KILLS = 12
+BATCH_MAX = 40
+SINK = """
+[[sink]]
+name = "keep"
+type = "http-json"
+url = "{url}"
+batch_max = {batch_max}
+linger_ms = 20
+retry_initial_ms = 10
+retry_max = 0.3
+timeout = 5
+"""
+
+
+class ReceiverProcess:
+    """`python -m pilog.testing.receiver` on a free port, failing a fraction of requests."""
+
+    def __init__(self, fail_rate: float, seed: int) -> None:
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pilog.testing.receiver", "--port", "0"),
+                *("--fail-rate", str(fail_rate), "--seed", str(seed)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://"), self.url
+        self.base = self.url.rsplit("/api/", 1)[0]
+
+    def get(self, path: str) -> Any:
+        return httpx.get(self.base + path, timeout=10).json()
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=10)
+
+
+def reading_ids(data: Path) -> set[str]:
+    history = History(data)
+    header = history.header()
+    assert header is not None
+    return {
+        event_id(header.device_id, header.epoch_hex, e.seq)
+        for e in history.events()
+        if isinstance(e.body, Reading)
+    }
+
+
+@pytest.mark.slow
+def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_path: Path) -> None:
+    rx = ReceiverProcess(fail_rate=0.25, seed=11)
+    try:
+        data = tmp_path / "data"
+        sensors = [{"name": f"s{i}", "interval_ms": 5} for i in range(3)]
+        config = write_config(
+            tmp_path / "pilog.toml",
+            data,
+            log={"fsync_interval_ms": 20},
+            sensors=sensors,
+            extra=SINK.format(url=rx.url, batch_max=BATCH_MAX),
+        )
+        rng = random.Random(5)
+        for _ in range(KILLS):
+            before = rx.get("/_stats")["unique"]
+            with run_pilog(config) as p:
+                wait_until(lambda b=before: rx.get("/_stats")["unique"] > b, "uploads", 60)
+                time.sleep(rng.uniform(0, 0.3))
+                p.kill()
+        # Drain: no sensors, so the log stops growing and the sink can catch up.
+        drain = write_config(
+            tmp_path / "drain.toml",
+            data,
+            sensors=[],
+            extra=SINK.format(url=rx.url, batch_max=BATCH_MAX),
+        )
+        with run_pilog(drain) as p:
+            want = reading_ids(data)
+            wait_until(lambda: rx.get("/_stats")["unique"] >= len(want), "the drain", 120)
+            assert p.stop() == 0, p.stderr.text()
+        got = set(rx.get("/_ids"))
+        stats = rx.get("/_stats")
+    finally:
+        rx.close()
+    assert got == want, (len(got - want), len(want - got))
+    assert stats["validation_errors"] == 0
+    # Each kill leaves at most the batch in flight unacknowledged, and each dropped ack one.
+    assert stats["duplicates"] <= (KILLS + stats["acks_lost"]) * BATCH_MAX, stats
+    final = status_json("-c", drain)
+    (keep,) = [c for c in final["consumers"] if c["name"] == "sink:keep"]
+    assert keep["lag_events"] == 0, json.dumps(keep)
