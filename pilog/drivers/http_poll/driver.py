@@ -8,7 +8,7 @@ import httpx
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
-from pilog.drivers.tcp_json.fields import FieldError, FieldSpec, extract, field_map
+from pilog.drivers.fields import FieldError, FieldSpec, extract, field_map
 from pilog.errors import PilogError
 
 DEFAULT_TIMEOUT_MS = 4000  # below the runtime's shortest default (5 s): httpx times out first

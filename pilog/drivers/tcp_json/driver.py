@@ -8,8 +8,8 @@ from typing import ClassVar
 import msgspec
 
 from pilog.drivers.base import READ_WAIT_S, DriverContext, Payload, StreamingDriver
+from pilog.drivers.fields import FieldError, FieldSpec, extract, field_map
 from pilog.drivers.serialport import LineFramer
-from pilog.drivers.tcp_json.fields import FieldError, FieldSpec, extract, field_map
 
 RECV_BYTES = 65536
 

@@ -1,0 +1,194 @@
+"""`influx-line`: readings as InfluxDB line protocol, for InfluxDB 1.x/2.x and VictoriaMetrics.
+
+One line per reading, each ending in `\\n`:
+
+    <sensor_type>,device=<device_id>,sensor=<sensor> <field>=<value>[,...] <ts_ns>
+
+Tags are sorted by key, as InfluxDB recommends; fields keep the reading's order; the timestamp
+is the event's wall time in nanoseconds (`precision=ns`). Field values by type: a float as its
+round-tripping `repr` (`21.5`, `1e+300`); an int with an `i` suffix (`3i`); a bool as
+`true`/`false`; a str double-quoted, with `"` and `\\` escaped by a backslash.
+
+Escaping follows the line protocol reference's "special characters": a measurement escapes
+comma and space; tag keys, tag values and field keys escape comma, equals sign and space. All
+of them also escape the backslash itself, so a name ending in `\\` cannot swallow the
+separator after it; a field key also escapes `"`, which InfluxDB 1.x and VictoriaMetrics would
+take for the start of a string value. A measurement starting with `#` is written `\\#`, or the
+line would be a comment. The protocol has no escape for a newline in any element (the
+reference: "does not support the newline character"), so `\\n` and `\\r` become a space
+everywhere, strings included.
+
+What the protocol cannot carry is left out, never sent to be refused: NaN and infinities
+(InfluxDB rejects them), ints outside int64, empty field keys. A reading left with no field, or
+with an empty `sensor_type`, is skipped; the send still acknowledges the batch, and says how
+many readings and fields it skipped in the outcome's detail, and warns once per run of
+batches that needed skipping.
+
+Endpoints, with `Content-Type: text/plain; charset=utf-8` and gzip when enabled:
+- `api = "v2"`: `POST {url}/api/v2/write?org=<org>&bucket=<bucket>&precision=ns`.
+- `api = "v1"`: `POST {url}/write?db=<database>&precision=ns` (InfluxDB 1.x, InfluxDB 2's 1.x
+  compatibility API, VictoriaMetrics' `/write`).
+A configured token goes in `Authorization: Token <token>` for both: InfluxDB 2 accepts its API
+token that way on both endpoints, and InfluxDB 1.8+ takes `Token <username>:<password>` (put
+`username:password` in the token file). Basic auth and the `u`/`p` query parameters of 1.x are
+not used, so no secret ever lands in a URL or a log line.
+
+Idempotency: a point is identified by measurement, tag set and timestamp, and writing it again
+overwrites it with the same values. Re-sending a batch after a lost answer therefore changes
+nothing, so no idempotency key is sent; the event's seq is not a tag, because a tag per event
+would make a new series per reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pilog.config import InfluxLineSinkConfig
+from pilog.events import Event, Reading, Value
+from pilog.uploader.http import bearer_token, encode_body, make_client, post
+from pilog.uploader.sink import Outcome, SinkContext, readings
+
+log = logging.getLogger("pilog.uploader")
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # line protocol's `i` integers are int64
+_NEWLINES = str.maketrans({"\n": " ", "\r": " "})
+_MEASUREMENT_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ "})
+_KEY_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
+# A bare `"` in a field key opens a quoted value to InfluxDB 1.x's and VictoriaMetrics' field
+# scanners, which then swallow the timestamp; InfluxDB 1.x unescapes `\"` in keys.
+_FIELD_KEY_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
+_STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+@dataclass(slots=True)
+class LineBatch:
+    """An encoded batch: the body, and what the protocol could not carry."""
+
+    body: bytes = b""
+    lines: int = 0
+    skipped_seqs: list[int] = field(default_factory=list)  # readings with nothing to write
+    skipped_fields: int = 0  # NaN, infinities, out-of-range ints, empty keys
+
+    def note(self) -> str:
+        """One line on what was skipped, or "" when nothing was."""
+        parts = []
+        if self.skipped_fields:
+            parts.append(f"skipped {self.skipped_fields} field(s) line protocol cannot carry")
+        if self.skipped_seqs:
+            seqs = ", ".join(map(str, self.skipped_seqs[:5]))
+            more = ", …" if len(self.skipped_seqs) > 5 else ""
+            parts.append(
+                f"skipped {len(self.skipped_seqs)} reading(s) with no writable field "
+                f"(seq {seqs}{more})"
+            )
+        return "; ".join(parts)
+
+
+def encode_lines(batch: Sequence[Event], device_id: str) -> bytes:
+    """The batch as line protocol, one line per writable reading."""
+    return encode_batch(batch, device_id).body
+
+
+def encode_batch(batch: Sequence[Event], device_id: str) -> LineBatch:
+    """The batch as line protocol, with a count of what had to be left out."""
+    out = LineBatch()
+    device_tag = f",device={escape_key(device_id)}"  # `device` < `sensor`: tags stay sorted
+    lines = []
+    for event, reading in readings(batch):
+        fields, skipped = _field_set(reading)
+        out.skipped_fields += skipped
+        if not fields or not reading.sensor_type:
+            out.skipped_seqs.append(event.seq)
+            continue
+        tags = f"{device_tag},sensor={escape_key(reading.sensor)}"
+        lines.append(f"{escape_measurement(reading.sensor_type)}{tags} {fields} {event.ts_ns}\n")
+    out.lines = len(lines)
+    out.body = "".join(lines).encode()
+    return out
+
+
+def escape_measurement(name: str) -> str:
+    """A measurement name (the reading's `sensor_type`)."""
+    escaped = name.translate(_NEWLINES).translate(_MEASUREMENT_ESCAPES)
+    # A line starting with `#` is a comment to every parser; the backslash keeps it a point.
+    return "\\" + escaped if escaped.startswith("#") else escaped
+
+
+def escape_key(name: str) -> str:
+    """A tag key or tag value."""
+    return name.translate(_NEWLINES).translate(_KEY_ESCAPES)
+
+
+def escape_field_key(name: str) -> str:
+    """A field key (a key of the reading's values)."""
+    return name.translate(_NEWLINES).translate(_FIELD_KEY_ESCAPES)
+
+
+def field_value(value: Value) -> str | None:
+    """The value as line protocol writes it, or None when the protocol cannot carry it."""
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i" if INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    return '"' + value.translate(_NEWLINES).translate(_STRING_ESCAPES) + '"'
+
+
+def _field_set(reading: Reading) -> tuple[str, int]:
+    """`k=v,k=v` of the writable fields, and how many were skipped."""
+    parts = []
+    for key, value in reading.values.items():
+        text = field_value(value)
+        if text is None or not key:
+            continue
+        parts.append(f"{escape_field_key(key)}={text}")
+    return ",".join(parts), len(reading.values) - len(parts)
+
+
+def write_url(config: InfluxLineSinkConfig) -> str:
+    """The write endpoint of `config.api`, with its query string."""
+    base = config.url.rstrip("/")
+    if config.api == "v1":
+        return f"{base}/write?{urllib.parse.urlencode({'db': config.database, 'precision': 'ns'})}"
+    # Without `org`, InfluxDB 2 takes the token's own organisation.
+    org = {"org": config.org} if config.org else {}
+    params = {**org, "bucket": config.bucket, "precision": "ns"}
+    return f"{base}/api/v2/write?{urllib.parse.urlencode(params)}"
+
+
+class InfluxLineSink:
+    def __init__(self, config: InfluxLineSinkConfig, context: SinkContext) -> None:
+        self.config = config
+        self.context = context
+        self._url = write_url(config)
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
+        token = bearer_token(config)
+        if token:
+            self._headers["Authorization"] = f"Token {token}"
+        self._client = make_client(config, context)
+        self._skipping = False  # warn when readings start being skipped, not on every batch
+
+    def send(self, batch: Sequence[Event]) -> Outcome:
+        encoded = encode_batch(batch, self.context.device_id)
+        note = encoded.note()
+        if note and not self._skipping:
+            log.warning(
+                "sink %s: %s (said once until a batch needs no skipping)", self.config.name, note
+            )
+        self._skipping = bool(note)
+        if not encoded.lines:
+            # Nothing the receiver could take; sending an empty body would only be refused.
+            return Outcome("ack", note)
+        body, extra = encode_body(encoded.body, self.config.gzip)
+        outcome = post(self._client, self._url, body, {**self._headers, **extra})
+        if outcome.kind == "ack" and note:
+            return Outcome("ack", note, outcome.status)
+        return outcome
+
+    def close(self) -> None:
+        self._client.close()
