@@ -18,6 +18,7 @@ import msgspec
 
 from pilog.events import Event, Reading, event_id, rfc3339
 from pilog.history import History
+from pilog.uploader.sink import SinkContext
 
 CSV_FIXED = ["timestamp", "seq", "id", "sensor", "sensor_type"]
 
@@ -51,17 +52,9 @@ def export(
     n = 0
     if fmt == "ndjson":
         encode = msgspec.json.Encoder().encode
+        context = SinkContext(device, epoch, history.paths.root)
         for e, r in readings(history, from_seq, to_seq, sensors):
-            obj = {
-                "id": event_id(device, epoch, e.seq),
-                "device_id": device,
-                "seq": e.seq,
-                "sensor": r.sensor,
-                "sensor_type": r.sensor_type,
-                "payload": r.values,
-                "timestamp": rfc3339(e.ts_ns),
-            }
-            out.write(encode(obj).decode() + "\n")
+            out.write(encode(context.reading_object(e, r)).decode() + "\n")
             n += 1
         return n
     fields = sorted({k for _, r in readings(history, from_seq, to_seq, sensors) for k in r.values})

@@ -13,11 +13,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pilog import __version__
 from pilog.errors import ConfigError
-from pilog.events import Event, Reading, event_id
+from pilog.events import Event, Reading, event_id, rfc3339
 
 OutcomeKind = Literal["ack", "retry", "too_large", "unauthorized", "rejected"]
 
@@ -55,6 +55,18 @@ class SinkContext:
 
     def event_id(self, seq: int) -> str:
         return event_id(self.device_id, self.epoch_hex, seq)
+
+    def reading_object(self, event: Event, reading: Reading) -> dict[str, Any]:
+        """The JSON object of one reading in the wire contract (http-json, mqtt, export)."""
+        return {
+            "id": self.event_id(event.seq),
+            "device_id": self.device_id,
+            "seq": event.seq,
+            "sensor": reading.sensor,
+            "sensor_type": reading.sensor_type,
+            "payload": reading.values,
+            "timestamp": rfc3339(event.ts_ns),
+        }
 
     def idempotency_key(self, batch: Sequence[Event]) -> str:
         """`{device_id}:{epoch}:{first_seq}-{last_seq}`: the same events, the same key."""

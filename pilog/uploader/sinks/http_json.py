@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from pilog.config import HttpJsonSinkConfig
-from pilog.events import Event, rfc3339
+from pilog.events import Event
 from pilog.uploader.http import bearer_token, encode_body, make_client, post
 from pilog.uploader.sink import Outcome, SinkContext, readings
 
@@ -33,19 +33,7 @@ class HttpJsonSink:
         self._client = make_client(config, context)
 
     def objects(self, batch: Sequence[Event]) -> list[dict[str, Any]]:
-        ctx = self.context
-        return [
-            {
-                "id": ctx.event_id(e.seq),
-                "device_id": ctx.device_id,
-                "seq": e.seq,
-                "sensor": r.sensor,
-                "sensor_type": r.sensor_type,
-                "payload": r.values,
-                "timestamp": rfc3339(e.ts_ns),
-            }
-            for e, r in readings(batch)
-        ]
+        return [self.context.reading_object(e, r) for e, r in readings(batch)]
 
     def send(self, batch: Sequence[Event]) -> Outcome:
         body, extra = encode_body(_encode(self.objects(batch)), self.config.gzip)
