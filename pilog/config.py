@@ -47,7 +47,7 @@ interval_ms = 10000
 type = "latest"            # `pilog show latest`
 
 [[projection]]
-type = "rollup"            # `pilog show rollup --sensor demo --field value --since 1h`
+type = "rollup"            # `pilog show rollup --sensor demo --field temperature_c`
 windows = ["1m", "1h"]
 """
 

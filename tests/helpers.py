@@ -241,3 +241,16 @@ class Running:
 def run_pilog(config: Path, *extra: object) -> Running:
     """Start `pilog run -c CONFIG`."""
     return Running("run", "-c", config, *extra)
+
+
+def dump_lmdb(path: Path) -> dict[bytes, list[tuple[bytes, bytes]]]:
+    """Every key and value of every named sub-database of the lmdb environment at `path`."""
+    import lmdb
+
+    env = lmdb.open(str(path), readonly=True, max_dbs=64, lock=False)
+    try:
+        with env.begin() as txn:
+            names = [k for k, _ in txn.cursor()]
+            return {n: list(txn.cursor(db=env.open_db(n, txn=txn, create=False))) for n in names}
+    finally:
+        env.close()

@@ -269,6 +269,70 @@ def export(
     print(f"exported {n} reading(s)", file=sys.stderr)
 
 
+show_app = typer.Typer(help="Read the projections of a running or stopped pilog.")
+app.add_typer(show_app, name="show")
+ProjectionOpt = Annotated[
+    str | None, typer.Option("--projection", help="Which projection (default: the only one)")
+]
+
+
+@show_app.command("latest")
+def show_latest(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    projection: ProjectionOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The last value, time and seq of every sensor field."""
+    from rich.console import Console
+
+    from pilog.cli import show as show_cmd
+
+    cfg = resolve_config(config, data_dir)
+    code = show_cmd.show_latest(cfg.data_dir, as_json=as_json, console=Console(), name=projection)
+    raise typer.Exit(code)
+
+
+@show_app.command("rollup")
+def show_rollup(
+    sensor: Annotated[str, typer.Option("--sensor", help="Sensor name")],
+    field: Annotated[str, typer.Option("--field", help="Field name, e.g. temperature_c")],
+    window: Annotated[
+        str | None, typer.Option("--window", help="1m, 1h (default: the finest)")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="10m, 1d (default: the last 60 windows)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    projection: ProjectionOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Count, min, mean, max and last per window, with a sparkline of the means."""
+    from rich.console import Console
+
+    from pilog.cli import show as show_cmd
+    from pilog.config import parse_duration
+
+    cfg = resolve_config(config, data_dir)
+    try:
+        window_s = float(parse_duration(window)) if window is not None else None
+        since_s = float(parse_duration(since)) if since is not None else None
+    except ValueError as e:
+        raise PilogError(f"--window/--since: {e}") from None
+    code = show_cmd.show_rollup(
+        cfg.data_dir,
+        sensor=sensor,
+        field=field,
+        window_s=window_s,
+        since_s=since_s,
+        as_json=as_json,
+        console=Console(),
+        name=projection,
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Entry point: user errors become one sentence on stderr and exit status 2."""
     try:

@@ -175,7 +175,8 @@ def _clock_line(clock: dict[str, Any]) -> str:
 
 def _consumer_table(consumers: list[dict[str, Any]]) -> Table:
     table = Table(title="consumers", title_justify="left")
-    for col in ("consumer", "next seq", "lag", "state", "last ok", "last error"):
+    table.add_column("consumer", no_wrap=True)
+    for col in ("next seq", "lag", "state", "last ok", "last error"):
         table.add_column(col)
     for c in consumers:
         live = c.get("live") or {}

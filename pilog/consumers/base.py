@@ -112,12 +112,16 @@ class Consumer(ABC):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    drain_on_stop = False  # local consumers catch up with the durable end before `finish`
+
     def run(self) -> None:
         seq = self._first_seq()
         while not self.stop.is_set():
             try:
                 self.restart_at(seq)
                 seq = self._consume(seq)
+                if self.stop.is_set() and self.drain_on_stop:
+                    self._drain_rest(seq)
             except Restart:
                 seq = self._first_seq()
             except (CorruptionError, LogError) as e:
@@ -179,6 +183,18 @@ class Consumer(ABC):
                 self._next_rewind_check = now + REWIND_CHECK_S
                 self._check_rewind()
         return expected
+
+    def _drain_rest(self, seq: int) -> None:
+        """Handle what is durable beyond `seq` without waiting for more."""
+        durable = self.log.writer.durable_seq
+        if seq > durable:
+            return
+        for records in self._reader.read_batches(seq):
+            done = [r for r in records if r[0] <= durable]
+            if done:
+                self.handle([decode_event(s, p) for s, p in done])
+            if records[-1][0] >= durable:
+                return
 
     def _wait(self, next_seq: int, timeout: float) -> None:
         writer = self.log.writer

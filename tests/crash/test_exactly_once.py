@@ -1,13 +1,16 @@
 """Exactly-once in effect: `pilog run` uploading to a flaky receiver, killed with SIGKILL again
 and again, then drained. The receiver (a separate process, so it survives every kill) must end
 up holding every reading of the log exactly once by id, and nothing else; the duplicates it saw
-must come only from batches in flight at a kill or whose acknowledgement it dropped.
+must come only from batches in flight at a kill or whose acknowledgement it dropped. The lmdb
+projections, built incrementally through the same kills, must equal a rebuild from the log,
+byte for byte.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import clean_env, run_pilog, status_json, wait_until, write_config
+from helpers import clean_env, dump_lmdb, run_pilog, status_json, wait_until, write_config
 
+from pilog.config import load_config
 from pilog.events import Reading, event_id
 from pilog.history import History
+from pilog.projections import projections_path, rebuild
 
 KILLS = 12
 BATCH_MAX = 40
@@ -34,6 +39,15 @@ linger_ms = 20
 retry_initial_ms = 10
 retry_max = 0.3
 timeout = 5
+
+[[projection]]
+type = "latest"
+commit_interval = "50ms"
+
+[[projection]]
+type = "rollup"
+windows = ["1s", "1m"]
+commit_interval = "50ms"
 """
 
 
@@ -102,6 +116,7 @@ def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_pat
             extra=SINK.format(url=rx.url, batch_max=BATCH_MAX),
         )
         with run_pilog(drain) as p:
+            p.stderr.wait_for(lambda line: "pilog running" in line, "the drain to start")
             want = reading_ids(data)
             wait_until(lambda: rx.get("/_stats")["unique"] >= len(want), "the drain", 120)
             assert p.stop() == 0, p.stderr.text()
@@ -113,6 +128,14 @@ def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_pat
     assert stats["validation_errors"] == 0
     # Each kill leaves at most the batch in flight unacknowledged, and each dropped ack one.
     assert stats["duplicates"] <= (KILLS + stats["acks_lost"]) * BATCH_MAX, stats
+    incremental = dump_lmdb(projections_path(data))
+    assert incremental[b"state:latest"]
+    assert incremental[b"state:rollup"]
+    copy = tmp_path / "rebuilt"
+    shutil.copytree(data, copy, ignore=shutil.ignore_patterns("projections"))
+    config_copy = load_config(drain, {"PILOG_DATA_DIR": str(copy)})
+    rebuild(copy, config_copy)
+    assert dump_lmdb(projections_path(copy)) == incremental
     final = status_json("-c", drain)
     (keep,) = [c for c in final["consumers"] if c["name"] == "sink:keep"]
     assert keep["lag_events"] == 0, json.dumps(keep)

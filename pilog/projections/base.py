@@ -1,0 +1,102 @@
+"""The `Projection` contract: a local view of the log, kept in one lmdb sub-database.
+
+A projection folds events, in seq order, into keyed state. It never owns its cursor: the
+store commits the projection's pending state and its cursor in one write transaction
+(invariant 4), so after any crash the state on disk is exactly the fold of the events below
+the stored cursor, and the log replays the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import lmdb
+import msgspec
+
+from pilog.errors import PilogError
+from pilog.events import Event
+
+
+class ProjectionError(PilogError):
+    """Projections cannot be read or rebuilt (none yet, unknown name, sensor or field)."""
+
+
+class ProjectionMeta(msgspec.Struct, array_like=True, frozen=True):
+    """What a stored projection is, so that readers need no config to interpret it.
+
+    A projection whose stored meta differs from its config (rollup windows changed) is reset
+    and rebuilt from the log: mixing windows of two definitions would be silently wrong.
+    """
+
+    type: str
+    windows_s: tuple[int, ...] = ()
+
+
+class StateDb(Protocol):
+    """One projection's sub-database: committed reads, and writes inside a caller's txn."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The committed value of `key`, or None."""
+        ...
+
+    def last_in(self, prefix: bytes) -> bytes | None:
+        """The greatest committed key that starts with `prefix`, or None."""
+        ...
+
+    def put(self, txn: lmdb.Transaction[bytes], key: bytes, value: bytes) -> None: ...
+
+    def delete_range(self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes) -> int:
+        """Delete the keys in [start, end); return how many."""
+        ...
+
+    def clear(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Delete every key (the sub-database itself stays)."""
+        ...
+
+
+class Projection(Protocol):
+    """A fold of events into keyed state, flushed into an lmdb write transaction.
+
+    Implementors guarantee:
+    - `apply` is fed events in seq order, each exactly once between two commits; it keeps
+      its effect in memory (reading committed values through its `StateDb` when a key is
+      first touched) and writes nothing.
+    - `flush(txn)` writes every pending change into `txn` (its own sub-database only) and
+      forgets them; if the transaction is aborted instead of committed, the caller discards
+      the projection and starts a fresh one from the stored cursor.
+    - The bytes stored depend only on the sequence of events applied, never on how they were
+      split into batches or commits, nor on the wall clock of the machine: a rebuild from
+      the log is byte-identical to the state kept incrementally.
+    - Events other than `Reading` are ignored (the cursor still moves past them).
+    - `clear(txn)` deletes all stored state and drops pending state.
+    """
+
+    name: str
+    meta: ProjectionMeta
+
+    def apply(self, events: Sequence[Event]) -> None: ...
+
+    def flush(self, txn: lmdb.Transaction[bytes]) -> None: ...
+
+    def clear(self, txn: lmdb.Transaction[bytes]) -> None: ...
+
+
+KEY_SEP = b"\x00"
+
+
+def series_key(sensor: str, field: str) -> bytes | None:
+    """`sensor NUL field NUL` in UTF-8; None when a name holds NUL and cannot be keyed.
+
+    The separator sorts below every other byte, so keys sort by sensor, then field, as the
+    strings do ("a" before "ab").
+    """
+    if "\x00" in sensor or "\x00" in field:
+        return None
+    return sensor.encode() + KEY_SEP + field.encode() + KEY_SEP
+
+
+def split_series_key(key: bytes) -> tuple[str, str, bytes]:
+    """(sensor, field, rest of the key) of a key made by `series_key`."""
+    sensor, field, rest = key.split(KEY_SEP, 2)
+    return sensor.decode(), field.decode(), rest

@@ -1,0 +1,383 @@
+"""The lmdb environment under DATA_DIR/projections: one sub-database per projection, cursors.
+
+Sub-databases: `state:<name>` holds a projection's keys, `cursors` maps a name to its next seq
+(8 bytes, big-endian), `meta` maps a name to its `ProjectionMeta`. A projection's state and
+its cursor are written in one write transaction (invariant 4).
+
+One environment per process: lmdb's locks are per (process, file), so opening it twice in one
+process is refused by py-lmdb. Readers in other processes (`pilog show`) open it read-only
+while `pilog run` writes; lmdb's MVCC gives them the last committed snapshot, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import lmdb
+import msgspec
+
+from pilog.events import Event
+from pilog.log import naming
+from pilog.projections.base import Projection, ProjectionError, ProjectionMeta
+
+log = logging.getLogger("pilog.projections")
+
+# Address space, not disk: the file grows with the data. 1 GiB still maps on a 32-bit Pi OS.
+MAP_SIZE_BYTES = 1 << 30
+MAX_DBS = 64  # one `state:<name>` per projection, plus `cursors` and `meta`
+_CURSORS = b"cursors"
+_META = b"meta"
+_CURSOR = struct.Struct(">Q")
+_meta_encoder = msgspec.msgpack.Encoder()
+_meta_decoder = msgspec.msgpack.Decoder(ProjectionMeta)
+
+
+def projections_path(data_dir: Path) -> Path:
+    return data_dir / naming.PROJECTIONS_DIR
+
+
+def _state_db_name(name: str) -> bytes:
+    return b"state:" + name.encode()
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The least key greater than every key starting with `prefix` (None: no such key)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class SubDb:
+    """One projection's sub-database (the `StateDb` of base.py)."""
+
+    def __init__(self, env: lmdb.Environment, db: lmdb._Database | None) -> None:
+        self._env = env
+        self._db = db  # None: a reader found no such sub-database yet; it reads as empty
+
+    @property
+    def missing(self) -> bool:
+        return self._db is None
+
+    def get(self, key: bytes) -> bytes | None:
+        if self._db is None:
+            return None
+        with self._env.begin(db=self._db) as txn:
+            return txn.get(key)
+
+    def last_in(self, prefix: bytes) -> bytes | None:
+        if self._db is None:
+            return None
+        with self._env.begin(db=self._db) as txn:
+            return last_key_in(txn.cursor(), prefix)
+
+    def get_in(self, txn: lmdb.Transaction[bytes], key: bytes) -> bytes | None:
+        return None if self._db is None else txn.get(key, db=self._db)
+
+    def put(self, txn: lmdb.Transaction[bytes], key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self._db)
+
+    def delete_range(self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes) -> int:
+        cursor = txn.cursor(db=self._db)
+        deleted = 0
+        # Seek again after each delete: past the last key, py-lmdb's delete() still returns
+        # True and leaves the cursor unpositioned (key() == b"").
+        while cursor.set_range(start) and cursor.key() < end:
+            cursor.delete()
+            deleted += 1
+        return deleted
+
+    def clear(self, txn: lmdb.Transaction[bytes]) -> None:
+        assert self._db is not None  # only readers lack the sub-database, and they never write
+        txn.drop(self._db, delete=False)
+
+    def items(
+        self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes | None
+    ) -> Iterator[Item]:
+        """(key, value) in [start, end) in key order, within the caller's transaction."""
+        if self._db is None:
+            return
+        cursor = txn.cursor(db=self._db)
+        if not cursor.set_range(start):
+            return
+        for key, value in cursor:
+            if end is not None and key >= end:
+                return
+            yield key, value
+
+
+Item = tuple[bytes, bytes]
+
+
+def last_key_in(cursor: lmdb.Cursor[bytes], prefix: bytes) -> bytes | None:
+    """The greatest key starting with `prefix` that `cursor`'s database holds, or None."""
+    end = prefix_end(prefix)
+    if end is None:
+        found = cursor.last()
+    elif cursor.set_range(end):
+        found = cursor.prev()  # the key just below `end`
+    else:
+        found = cursor.last()  # nothing at or after `end`: the candidate is the very last key
+    if not found:
+        return None
+    key = cursor.key()
+    return key if key.startswith(prefix) else None
+
+
+class ProjectionStore:
+    """The projections' lmdb environment: state, cursors and meta of every projection."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.env = _open_env(path, readonly)
+        self._subdbs: dict[str, SubDb] = {}
+        self._cursors = self._open_db(_CURSORS)
+        self._meta = self._open_db(_META)
+        if not readonly:
+            # A reader killed mid-transaction (kill -9 of `pilog show`) leaves its slot taken,
+            # which pins old pages and grows the file; the writer clears dead slots at start.
+            self.env.reader_check()
+
+    def _open_db(self, name: bytes) -> lmdb._Database | None:
+        if self.readonly:
+            try:
+                return self.env.open_db(name, create=False)
+            except lmdb.NotFoundError:
+                return None  # nothing committed under this name yet
+        return self.env.open_db(name)
+
+    def db(self, name: str) -> SubDb:
+        """The sub-database of projection `name` (a reader sees a missing one as empty)."""
+        sub = self._subdbs.get(name)
+        if sub is None:
+            sub = SubDb(self.env, self._open_db(_state_db_name(name)))
+            if not sub.missing:  # a reader looks again next time: the writer may create it
+                self._subdbs[name] = sub
+        return sub
+
+    def cursor(self, name: str) -> int | None:
+        """The next seq projection `name` handles; None if it never committed."""
+        with self.env.begin() as txn:
+            return self._get_cursor(txn, name)
+
+    def _get_cursor(self, txn: lmdb.Transaction[bytes], name: str) -> int | None:
+        if self._cursors is None:
+            return None
+        raw = txn.get(name.encode(), db=self._cursors)
+        return None if raw is None else int(_CURSOR.unpack(raw)[0])
+
+    def metas(self) -> dict[str, ProjectionMeta]:
+        """The meta of every projection ever prepared here, by name."""
+        if self._meta is None:
+            return {}
+        with self.env.begin(db=self._meta) as txn:
+            return {k.decode(): _meta_decoder.decode(v) for k, v in txn.cursor()}
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """One read transaction: cursors and state as one commit left them.
+
+        Sub-databases are opened before it begins: lmdb refuses a handle in a transaction
+        older than the handle. It sees the projections of `metas` and those opened by `db`.
+        """
+        for name in self.metas():
+            self.db(name)
+        with self.env.begin() as txn:
+            yield Snapshot(self, txn)
+
+    def prepare(self, projection: Projection) -> bool:
+        """Record the projection's meta; reset it first if its stored meta differs.
+
+        Returns True when stored state was reset (the projection's definition changed).
+        """
+        stored = self.metas().get(projection.name)
+        if stored == projection.meta:
+            return False
+        with self.env.begin(write=True) as txn:
+            if stored is not None:
+                self._reset(txn, projection)
+            txn.put(projection.name.encode(), _meta_encoder.encode(projection.meta), db=self._meta)
+        if stored is not None:
+            log.warning(
+                "projection %s changed (%s -> %s): rebuilding it from the log",
+                projection.name,
+                stored,
+                projection.meta,
+            )
+        return stored is not None
+
+    def commit(self, projection: Projection, next_seq: int) -> None:
+        """Write the projection's pending state and its cursor in one transaction."""
+        with self.env.begin(write=True) as txn:
+            projection.flush(txn)
+            txn.put(projection.name.encode(), _CURSOR.pack(next_seq), db=self._cursors)
+
+    def reset(self, projection: Projection) -> None:
+        """Delete the projection's state and cursor in one transaction."""
+        with self.env.begin(write=True) as txn:
+            self._reset(txn, projection)
+
+    def _reset(self, txn: lmdb.Transaction[bytes], projection: Projection) -> None:
+        projection.clear(txn)
+        txn.delete(projection.name.encode(), db=self._cursors)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> ProjectionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Snapshot:
+    """Reads within one read transaction of a `ProjectionStore`."""
+
+    def __init__(self, store: ProjectionStore, txn: lmdb.Transaction[bytes]) -> None:
+        self._store = store
+        self._txn = txn
+
+    def cursor(self, name: str) -> int | None:
+        return self._store._get_cursor(self._txn, name)
+
+    def _db(self, name: str) -> SubDb | None:
+        return self._store._subdbs.get(name)  # never opened mid-transaction (see snapshot)
+
+    def get(self, name: str, key: bytes) -> bytes | None:
+        sub = self._db(name)
+        return None if sub is None else sub.get_in(self._txn, key)
+
+    def items(self, name: str, start: bytes = b"", end: bytes | None = None) -> Iterator[Item]:
+        sub = self._db(name)
+        return iter(()) if sub is None else sub.items(self._txn, start, end)
+
+    def items_with_prefix(self, name: str, prefix: bytes) -> Iterator[Item]:
+        return self.items(name, prefix, prefix_end(prefix))
+
+
+def _open_env(path: Path, readonly: bool) -> lmdb.Environment:
+    if readonly and not (path / "data.mdb").exists():
+        raise ProjectionError(
+            f"no projections yet in {path.parent}: is a [[projection]] configured "
+            "and has pilog run?"
+        )
+    if not readonly:
+        # Made here, not by lmdb: lmdb would give the directory the files' mode, without x.
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        # sync=True, metasync=False: one fdatasync of the data pages per commit instead of two
+        # (data, then meta page), at most every commit_interval (invariant 10). lmdb keeps its
+        # integrity; a power cut may undo the last commit, and since state and cursor commit
+        # together that only means replaying those events from the log (invariant 1).
+        # writemap stays off: with it, a stray write through the map could corrupt the file.
+        return lmdb.open(
+            str(path),
+            map_size=MAP_SIZE_BYTES,
+            subdir=True,
+            readonly=readonly,
+            create=not readonly,
+            sync=True,
+            metasync=False,
+            writemap=False,
+            max_dbs=MAX_DBS,
+            mode=0o640,
+            # Readers take a slot in lock.mdb even when read-only, so `pilog show` needs
+            # write access to that file: it runs as the user pilog runs as.
+            lock=True,
+        )
+    except lmdb.Error as e:
+        raise _env_error(path, readonly, e) from e
+
+
+def _env_error(path: Path, readonly: bool, e: lmdb.Error) -> ProjectionError:
+    if "Permission denied" in str(e) or getattr(e, "code", None) == errno.EACCES:
+        if readonly:
+            return ProjectionError(
+                f"cannot read projections in {path}: permission denied (lmdb readers write "
+                f"{path}/lock.mdb; run as the user that runs pilog)"
+            )
+        return ProjectionError(f"cannot open projections in {path}: permission denied")
+    return ProjectionError(f"cannot open projections in {path}: {e}")
+
+
+class ProjectionRunner:
+    """One projection fed by a consumer loop: batches in seq order, commits rate-limited.
+
+    `next_seq` is the cursor: the next seq to handle (None: never ran, start at the log's
+    first event). State reaches lmdb only in `commit`, together with the cursor, so a crash
+    loses nothing but the work since the last commit, which the log replays.
+    """
+
+    def __init__(
+        self, projection: Projection, store: ProjectionStore, *, commit_interval_s: float
+    ) -> None:
+        self.projection = projection
+        self.store = store
+        self.commit_interval_s = commit_interval_s
+        store.prepare(projection)
+        self.next_seq = store.cursor(projection.name)
+        self._committed_seq = self.next_seq
+        self._last_commit_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.projection.name
+
+    @property
+    def pending(self) -> bool:
+        """Events were handled since the last commit."""
+        return self.next_seq != self._committed_seq
+
+    def handle(self, events: Sequence[Event]) -> None:
+        """Apply a batch of consecutive events that starts at `next_seq` (or later).
+
+        A later start means the log lost those events (drop_oldest deleted them before this
+        projection read them; a `Gap` event records it): they are skipped, with a warning.
+        """
+        if not events:
+            return
+        first, last = events[0].seq, events[-1].seq
+        # Re-delivery or a hole inside a batch is the consumer loop's bug, never the log's.
+        assert self.next_seq is None or first >= self.next_seq, (first, self.next_seq)
+        assert all(b.seq == a.seq + 1 for a, b in itertools.pairwise(events)), (first, last)
+        if self.next_seq is not None and first > self.next_seq:
+            log.warning(
+                "projection %s: seq %d..%d are no longer in the log; skipped",
+                self.name,
+                self.next_seq,
+                first - 1,
+            )
+        self.projection.apply(events)
+        self.next_seq = last + 1
+
+    def maybe_commit(self, now_mono_s: float) -> bool:
+        """Commit if something is pending and `commit_interval_s` passed since the last one."""
+        if not self.pending:
+            return False
+        last = self._last_commit_s
+        if last is not None and now_mono_s - last < self.commit_interval_s:
+            return False
+        self.commit()
+        self._last_commit_s = now_mono_s
+        return True
+
+    def commit(self) -> None:
+        """Commit pending state and the cursor now (shutdown, end of a rebuild)."""
+        if self.next_seq is None or not self.pending:
+            return
+        self.store.commit(self.projection, self.next_seq)
+        self._committed_seq = self.next_seq
+
+    def reset(self) -> None:
+        """Forget all state and the cursor: the next batch may start anywhere."""
+        self.store.reset(self.projection)
+        self.next_seq = None
+        self._committed_seq = None
