@@ -39,6 +39,7 @@ class _SharedStore:
 
 class ProjectionConsumer(Consumer):
     drain_on_stop = True  # local and fast: stop with the whole log folded in
+
     def __init__(
         self,
         runner: ProjectionRunner,
