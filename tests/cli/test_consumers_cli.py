@@ -222,3 +222,28 @@ def test_export_writes_ndjson_and_wide_csv_of_a_range(tmp_path: Path) -> None:
     assert "exported" in out.stderr
     line = assert_one_sentence_error(pilog("export", "-c", config, "--format", "xml"))
     assert "ndjson or csv" in line
+
+
+def test_replay_of_a_projection_while_running_rebuilds_it(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "pilog.toml",
+        tmp_path / "data",
+        log={"fsync_interval_ms": 10},
+        sensors=[{"name": "air", "interval_ms": 10}],
+        extra='[[projection]]\ntype = "latest"\ncommit_interval = "50ms"\n',
+    )
+    with run_pilog(config) as p:
+        wait_until(lambda: len(readings_in(tmp_path / "data")) >= 10, "readings")
+        out = pilog("replay", "-c", config, "--from", "0", "--projection", "latest")
+        assert out.returncode == 0, out.stderr
+        assert f"projection:latest: picked up by pilog run (pid {p.pid})" in out.stdout
+        p.stderr.wait_for(lambda line: "rewound by pilog replay" in line, "the rebuild")
+        assert p.stop() == 0
+    shown = pilog("show", "latest", "-c", config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    assert rows
+    line = assert_one_sentence_error(
+        pilog("replay", "-c", config, "--from", "0", "--to", "5", "--projection", "latest")
+    )
+    assert "sinks only" in line

@@ -15,6 +15,7 @@ import pytest
 from helpers import wait_until
 
 from pilog.config import Config, HttpJsonSinkConfig, parse_config
+from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
 from pilog.events import DeadLetter, Gap, Note, Reading
 from pilog.history import History
@@ -265,3 +266,44 @@ def test_a_sink_behind_retention_resumes_at_the_oldest_event_and_records_a_gap(
         assert gaps[0].last_seq >= oldest - 1
     finally:
         rig.close()
+
+
+def test_a_dead_sink_never_holds_up_a_live_one(tmp_path: Path, receiver: Receiver) -> None:
+    with Receiver() as gone:
+        dead_url = gone.url  # closed on leaving: connections to it are refused
+    text = f"""
+    device_id = "{DEVICE}"
+    data_dir = "{tmp_path}"
+    [log]
+    fsync_interval_ms = 5
+    [[sink]]
+    name = "dead"
+    type = "http-json"
+    url = "{dead_url}"
+    retry_initial_ms = 5
+    retry_max = 0.05
+    [[sink]]
+    name = "live"
+    type = "http-json"
+    url = "{receiver.url}"
+    linger_ms = 10
+    """
+    config = parse_config(tomllib.loads(text), "test.toml", {})
+    events = EventLog(config)
+    group = ConsumerGroup.open(config, events)
+    group.start()
+    try:
+        seqs = [events.append(Reading("air", "synthetic", {"i": i})) for i in range(300)]
+        receiver.wait_for(len(seqs))
+
+        def states() -> dict[str, dict[str, object]]:
+            return {s["name"]: s for s in group.states()}
+
+        wait_until(lambda: states()["sink:live"]["delivered"] == len(seqs), "the acks")
+        dead = states()["sink:dead"]
+        assert isinstance(dead["attempts"], int)
+        assert dead["attempts"] >= 1
+        assert dead["next_seq"] is None
+    finally:
+        group.stop(5)
+        events.close()
