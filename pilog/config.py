@@ -144,6 +144,26 @@ class SensorConfig(msgspec.Struct, frozen=True):
             raise ValueError("interval_ms must be 0 (as fast as possible) or more")
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[metrics]`: Prometheus text format on `http://{listen}/metrics`; absent = off."""
+
+    listen: str | None = None  # "127.0.0.1:9108"
+
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"listen: expected HOST:PORT such as 127.0.0.1:9108, got {self.listen!r}"
+                )
+
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     device_id: str = msgspec.field(default_factory=socket.gethostname)
     data_dir: Path = Path("/var/lib/pilog")
@@ -151,6 +171,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
     sink: list[SinkConfig] = msgspec.field(default_factory=list)
     projection: list[ProjectionConfig] = msgspec.field(default_factory=list)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     source: str = "<embedded default>"  # where the config came from; not a key of the file
 
     def __post_init__(self) -> None:
@@ -344,7 +365,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
         key = name[len(ENV_PREFIX) :].lower()
         if "__" in key:
             section, sub = key.split("__", 1)
-            if section not in ("log",):
+            if section not in ("log", "metrics"):
                 continue
             table = raw[section] = dict(raw.get(section, {}))
             if isinstance(table, dict):

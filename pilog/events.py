@@ -171,11 +171,18 @@ def event_id(device_id: str, epoch_hex: str, seq: int) -> str:
     return f"{device_id}:{epoch_hex}:{seq}"
 
 
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted
+
+
 def rfc3339(ts_ns: int) -> str:
     """UTC wall time with microseconds, e.g. 2026-11-22T03:20:35.123456Z."""
+    global _second  # noqa: PLW0603 - a one-entry cache: uploads format runs of one second
     secs, ns = divmod(ts_ns, 1_000_000_000)
-    t = dt.datetime.fromtimestamp(secs, dt.UTC).replace(microsecond=ns // 1000)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cached_secs, prefix = _second
+    if secs != cached_secs:
+        prefix = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (secs, prefix)  # one tuple, swapped whole: safe between threads
+    return f"{prefix}.{ns // 1000:06d}Z"
 
 
 def event_to_json(event: Event, device_id: str, epoch_hex: str) -> dict[str, Any]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pilog.events import (
     BODY_TYPES,
@@ -100,3 +104,11 @@ def test_tail_json_is_flat_with_id_seq_ts_type_and_body_fields() -> None:
     assert obj["values"]["pressure_hpa"] == 1013.25
     assert obj["boot_id"] == "00010203-0405-0607-0809-0a0b0c0d0e0f"
     msgspec.json.encode(obj)  # serialisable as is
+
+
+@given(st.lists(st.integers(min_value=-(10**18), max_value=4 * 10**18), max_size=20))
+def test_rfc3339_agrees_with_datetime_for_any_sequence_of_times(times: list[int]) -> None:
+    for ts in times:
+        secs, ns = divmod(ts, 1_000_000_000)
+        t = dt.datetime.fromtimestamp(secs, dt.UTC).replace(microsecond=ns // 1000)
+        assert rfc3339(ts) == t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -16,7 +16,8 @@ from pilog.config import Config
 from pilog.consumers import ConsumerGroup
 from pilog.control import SOCKET_NAME, ControlServer
 from pilog.datadir import EventLog
-from pilog.errors import LogError
+from pilog.errors import ConfigError, LogError
+from pilog.metrics import MetricsServer, collect, render
 from pilog.runtime import Runtime, load_drivers
 from pilog.systemd import Notifier
 
@@ -79,6 +80,7 @@ async def _serve(
 ) -> None:
     runtime = Runtime(config, events, clock)
     control = _serve_control(config, events, runtime, consumers)
+    metrics = _serve_metrics(config, events, runtime, consumers)
     loop = asyncio.get_running_loop()
     notifier = Notifier()
 
@@ -103,6 +105,28 @@ async def _serve(
             watchdog.cancel()
         if control is not None:
             control.close()
+        if metrics is not None:
+            metrics.close()
+
+
+def _serve_metrics(
+    config: Config, events: EventLog, runtime: Runtime, consumers: ConsumerGroup
+) -> MetricsServer | None:
+    address = config.metrics.address()
+    if address is None:
+        return None
+    empty: dict[str, int] = {}
+
+    def page() -> str:
+        counts = lambda: events.read_index(lambda i: i.incident_counts(), empty)  # noqa: E731
+        return render(collect(events, runtime, consumers, counts))
+
+    try:
+        server = MetricsServer(address, page)
+    except OSError as e:
+        raise ConfigError(f"metrics.listen {config.metrics.listen}: {e.strerror or e}") from e
+    log.info("metrics on http://%s:%d/metrics", address[0], server.port)
+    return server
 
 
 def _serve_control(

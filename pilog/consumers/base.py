@@ -47,7 +47,8 @@ class ConsumerState:
     last_error: str | None = None
     last_error_ns: int | None = None
     retry_at_ns: int | None = None
-    attempts: int = 0
+    attempts: int = 0  # failed sends of the current batch
+    retries: int = 0  # failed sends since start
     delivered: int = 0  # readings acknowledged (or applied) since start
     requests: int = 0
     dead_letters: int = 0

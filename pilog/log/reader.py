@@ -33,6 +33,7 @@ from pilog.log.format import (
 )
 
 READ_CHUNK_BYTES = 1 << 20  # the largest read
+READ_BUDGET_BYTES = 1 << 20  # of frames per batch: what a reader holds at once
 FIRST_READ_BYTES = 1 << 16
 HEADER_READ_BYTES = 512
 FOLLOW_POLL_S = 0.2
@@ -70,13 +71,19 @@ class _SegmentCursor:
         self.next_seq = base_seq
         self.status = FrameStatus.END
         self.reason = ""
+        self.more = False  # the last read stopped at its byte budget, not at the data's end
+        self._chunk = FIRST_READ_BYTES
 
-    def read(self, out: list[Record]) -> None:
-        """Append the good frames from the current offset on; set `status` to why it stopped."""
+    def read(self, out: list[Record], budget: int = READ_BUDGET_BYTES) -> None:
+        """Append the good frames from the current offset on, about `budget` bytes of them;
+        set `status` to why it stopped, and `more` when only the budget stopped it."""
         # Reads start small and double while the data lasts: a follower polling the end of
-        # the newest segment reads a little, a replay of a sealed one reads large chunks.
-        chunk = FIRST_READ_BYTES
+        # the newest segment reads a little, a replay of a sealed one reads large chunks. The
+        # budget bounds what one call holds in memory, however large the segment.
+        start = self.offset
+        self.more = False
         while True:
+            chunk = self._chunk
             buf = os.pread(self._fd, chunk, self.offset)
             before = len(out)
             result = scan_frames(buf, 0, self.next_seq, out)
@@ -85,12 +92,20 @@ class _SegmentCursor:
             self.offset += result.offset
             self.status, self.reason = result.status, result.reason
             if result.status == FrameStatus.END and len(buf) == chunk:
-                chunk = min(chunk * 2, READ_CHUNK_BYTES)
-                continue  # the chunk ended on a frame boundary: more may follow
+                # The chunk ended on a frame boundary: more may follow.
+                self._chunk = min(chunk * 2, READ_CHUNK_BYTES)
+                if self.offset - start >= budget:
+                    self.more = True
+                    return
+                continue
             if _cut_by_chunk(result, len(buf), chunk):
                 if got == 0:
-                    chunk *= 2  # one frame larger than the chunk
+                    self._chunk = chunk * 2  # one frame larger than the chunk
+                if self.offset - start >= budget:
+                    self.more = True
+                    return
                 continue
+            self._chunk = FIRST_READ_BYTES  # at the end of the data: back to small polls
             return
 
     def check_sealed_end(self) -> None:
@@ -217,6 +232,8 @@ class LogReader:
                 out = out[seq - first :]
             if out:
                 yield out
+            if cursor.more:
+                continue
             idle = not out
             if nxt is not None:
                 break
@@ -302,8 +319,9 @@ class LogReader:
             except (_NotYet, FileNotFoundError):
                 continue
             try:
-                out: list[Record] = []
-                cursor.read(out)
+                cursor.read([])
+                while cursor.more:
+                    cursor.read([])
                 if cursor.next_seq > base:
                     return cursor.next_seq - 1
             finally:
@@ -347,11 +365,13 @@ class LogReader:
             report.errors.append(
                 CorruptionError(name, 0, f"starts at seq {base}, expected {report.last_seq + 1}")
             )
-        out: list[Record] = []
-        cursor.read(out)
-        report.records += len(out)
-        report.bytes += sum(len(p) for _, p in out)
-        del out
+        while True:
+            out: list[Record] = []
+            cursor.read(out)
+            report.records += len(out)
+            report.bytes += sum(len(p) for _, p in out)
+            if not cursor.more:
+                break
         if not newest:
             try:
                 cursor.check_sealed_end()

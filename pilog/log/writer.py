@@ -15,6 +15,7 @@ class a clean starting point.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import logging
@@ -96,6 +97,27 @@ class Drop:
     last_seq: int
     size: int
     reason: str
+
+
+SYNC_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters since the writer opened, for `/metrics`; written on the committer thread."""
+
+    start_seq: int  # appends so far = next_seq - start_seq: no counting on the append path
+    bytes_written: int = 0  # frame bytes handed to pwrite (headers and padding not included)
+    syncs: int = 0
+    sync_seconds_sum: float = 0.0
+    sync_buckets: list[int] = field(default_factory=lambda: [0] * len(SYNC_SECONDS_BUCKETS))
+
+    def observe_sync(self, seconds: float) -> None:
+        self.syncs += 1
+        self.sync_seconds_sum += seconds
+        i = bisect.bisect_left(SYNC_SECONDS_BUCKETS, seconds)
+        if i < len(self.sync_buckets):  # slower than the last bound: only in the count
+            self.sync_buckets[i] += 1
 
 
 class LogHooks(Protocol):
@@ -207,6 +229,7 @@ class LogWriter:
         self._sealed = sealed
         self._durable_seq = active.last_seq
         self._io_error: LogIOError | None = None
+        self.stats = WriterStats(start_seq=active.last_seq + 1)
         self._next_retention_check = 0.0
 
         self._thread = threading.Thread(target=self._run, name="pilog-log-commit", daemon=True)
@@ -452,6 +475,7 @@ class LogWriter:
                 return
             # Bytes stay counted until written, so a stalled disk keeps appends refused.
             written = sum(len(b.data) for b in batches[:done])
+            self.stats.bytes_written += written
             with self._lock:
                 self._pending_bytes -= written
             self._publish(durable)
@@ -515,8 +539,10 @@ class LogWriter:
                 log.exception("durable listener %r failed", listener)
 
     def _datasync(self, handle: FileHandle) -> None:
+        started = time.perf_counter()
         try:
             handle.datasync()
+            self.stats.observe_sync(time.perf_counter() - started)
         except OSError as e:
             raise LogIOError("fdatasync", str(self._active_path()), e) from e
 

@@ -174,6 +174,7 @@ class Uploader(Consumer):
             if self.state.attempts == 0:
                 log.warning("sink %s: %s; retrying", name, outcome.detail)
         self.state.attempts += 1
+        self.state.retries += 1
         self.note_error(outcome.detail)
         self.state.retry_at_ns = time.time_ns() + int(wait * 1e9)
         self.stop.wait(wait)
