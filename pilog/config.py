@@ -2,7 +2,8 @@
 
 Every error names the file, the key path and what was expected. Unknown keys are errors: a
 typo must never silently disable a setting. Environment variables override the file:
-`PILOG_DEVICE_ID`, `PILOG_DATA_DIR`, and `PILOG_<SECTION>__<KEY>` for a key of a section
+`PILOG_DEVICE_ID`, `PILOG_DATA_DIR`, `PILOG_MODE`, `PILOG_EPHEMERAL_DIR`, `PILOG_EPHEMERAL=1`
+(= `mode = "ephemeral"`), and `PILOG_<SECTION>__<KEY>` for a key of a section
 (`PILOG_LOG__FSYNC=always`).
 """
 
@@ -167,6 +168,9 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     device_id: str = msgspec.field(default_factory=socket.gethostname)
     data_dir: Path = Path("/var/lib/pilog")
+    # "ephemeral": all state in RAM (tmpfs) under `ephemeral_dir`, for read-only roots.
+    mode: Literal["normal", "ephemeral"] = "normal"
+    ephemeral_dir: Path | None = None  # default: $RUNTIME_DIRECTORY, /run/pilog, /dev/shm/pilog
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
     sink: list[SinkConfig] = msgspec.field(default_factory=list)
@@ -370,8 +374,10 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             table = raw[section] = dict(raw.get(section, {}))
             if isinstance(table, dict):
                 table[sub] = _env_value(value)
-        elif key in ("device_id", "data_dir"):
+        elif key in ("device_id", "data_dir", "mode", "ephemeral_dir"):
             raw[key] = value
+        elif key == "ephemeral" and value.strip().lower() in ("1", "true", "yes", "on"):
+            raw["mode"] = "ephemeral"
 
 
 def _humanize(message: str) -> str:

@@ -46,12 +46,18 @@ def run(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging")] = False,
+    ephemeral: Annotated[
+        bool,
+        typer.Option(
+            "--ephemeral", help="All state in RAM (tmpfs), for read-only roots; see operations"
+        ),
+    ] = False,
 ) -> None:
     """Read the configured sensors into the log until SIGTERM/SIGINT."""
     from pilog.cli import run as run_cmd
 
     setup_logging(verbose)
-    run_cmd.run(resolve_config(config, data_dir))
+    run_cmd.run(resolve_config(config, data_dir, ephemeral=ephemeral))
 
 
 @app.command()

@@ -14,9 +14,18 @@ CONFIG_HELP = "Config file (default: $PILOG_CONFIG, ./pilog.toml, /etc/pilog/pil
 DATA_DIR_HELP = "Data dir to use instead of the config's data_dir"
 
 
-def resolve_config(config: Path | None, data_dir: Path | None) -> Config:
-    """The config a command runs with, `--data-dir` applied."""
+def resolve_config(
+    config: Path | None, data_dir: Path | None, *, ephemeral: bool = False
+) -> Config:
+    """The config a command runs with: `--data-dir` applied, and ephemeral mode's data dir
+    and bounds when the config, $PILOG_EPHEMERAL or `--ephemeral` asks for it."""
     cfg = load_config(find_config(config))
+    if ephemeral or cfg.mode == "ephemeral":
+        if data_dir is not None:
+            cfg = msgspec.structs.replace(cfg, ephemeral_dir=data_dir)
+        from pilog.ephemeral import ephemeral as in_ram  # noqa: PLC0415
+
+        return in_ram(cfg)
     if data_dir is not None:
         cfg = msgspec.structs.replace(cfg, data_dir=data_dir)
     return cfg

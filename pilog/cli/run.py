@@ -11,13 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pilog.cli.common import human_bytes
 from pilog.clock import SystemClock
 from pilog.config import Config
 from pilog.consumers import ConsumerGroup
 from pilog.control import SOCKET_NAME, ControlServer
 from pilog.datadir import EventLog
-from pilog.errors import ConfigError, LogError
+from pilog.errors import ConfigError, DataDirError, LogError
 from pilog.metrics import MetricsServer, collect, render
+from pilog.mounts import mount_of
 from pilog.runtime import Runtime, load_drivers
 from pilog.systemd import Notifier
 
@@ -29,6 +31,7 @@ CONSUMER_STOP_S = 3.0  # of the 10 s a stop may take; a sink mid-request is aban
 def run(config: Config) -> None:
     """Open the data dir, run every sensor, and on a stop signal flush, fsync and return."""
     load_drivers(config)  # a bad sensor is a config error: refuse before touching the data dir
+    check_data_dir_mount(config)
     early_stop = _catch_early_stop()
     clock = SystemClock()
     events = EventLog(config, clock=clock)
@@ -61,6 +64,27 @@ def _sync_quietly(events: EventLog) -> None:
         events.writer.sync()
     except LogError as e:
         log.error("could not sync the log before stopping consumers: %s", e)
+
+
+def check_data_dir_mount(config: Config) -> None:
+    """Refuse a read-only data dir; warn once when it will not survive a reboot."""
+    mount = mount_of(Path(config.data_dir))
+    if mount is None:
+        return
+    where = f"data dir {config.data_dir} is on {mount.fstype} mounted at {mount.point}"
+    if mount.read_only:
+        raise DataDirError(
+            f"{where}, read-only; on a read-only root run with --ephemeral "
+            '(or mode = "ephemeral") to keep state in RAM'
+        )
+    if config.mode == "ephemeral":
+        log.info(
+            "ephemeral mode: state in RAM under %s (log capped at %s), not kept across reboots",
+            config.data_dir,
+            human_bytes(config.log.max_bytes),
+        )
+    elif mount.volatile:
+        log.warning("%s: the log will not survive a reboot", where)
 
 
 def _catch_early_stop() -> list[int]:
