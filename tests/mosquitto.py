@@ -1,4 +1,4 @@
-"""A real mosquitto broker on 127.0.0.1 for the mqtt sink's tests, and a subscriber to read back.
+"""A real mosquitto on 127.0.0.1 for the mqtt sink's and driver's tests; a subscriber to read back.
 
 Debian's `mosquitto` package provides both the broker (/usr/sbin, off a normal user's PATH) and
 `mosquitto_passwd`; tests skip with a reason when either is missing. Nothing here sleeps for a
@@ -241,3 +241,35 @@ class Subscriber:
         with self._changed:
             self.messages.append(message)
             self._changed.notify_all()
+
+
+def publish(
+    port: int,
+    messages: list[tuple[str, bytes]],
+    *,
+    retain: bool = False,
+    ca: Path | None = None,
+    **auth: str,
+) -> None:
+    """Publish `messages` (topic, payload) at QoS 1 in order; return once the broker has them all.
+
+    `auth` is `username=` and `password=` for a broker with a password file; `ca` the CA file
+    to verify a TLS listener with.
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pilog-test-publisher")
+    if auth:
+        client.username_pw_set(auth["username"], auth["password"])
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca))
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [
+            client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages
+        ]
+        for info in infos:
+            info.wait_for_publish(WAIT_S)
+            assert info.is_published(), "broker did not acknowledge a test message"
+    finally:
+        client.disconnect()
+        client.loop_stop()
