@@ -472,9 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         idle = run_idle(backlogs[True], work, args.idle_seconds)
         print_rows(console, rows, results, args.events)
         console.print(
-            "peak RSS: a consumer reads the rest of a segment as one chunk and decodes it whole, "
-            "so it is bounded by segment_bytes, not by N; a backlog shorter than about two "
-            f"segments (here N/5: {segments[True]} vs {segments[False]}) peaks lower"
+            "peak RSS: a consumer holds one read budget of the log at a time (about 1 MiB of "
+            "frames, pilog.log.reader.READ_BUDGET_BYTES), decoded, so the peak does not grow "
+            f"with N (segments: N/5 {segments[True]}, N {segments[False]})"
         )
         print_idle(console, idle)
         check_delivery(console, rows, results)
