@@ -111,14 +111,14 @@ def _dec_hook(typ: type, obj: object) -> object:
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    fsync: Literal["always", "interval", "never"] = "interval"
-    fsync_interval_ms: int = 100
-    segment_bytes: Size = Size(16 << 20)
-    segment_max_age: Duration | None = None
-    max_bytes: Size = Size(1 << 30)
-    on_full: Literal["drop_oldest", "block"] = "drop_oldest"
-    retain: Duration = Duration(7 * 86400)
-    preallocate: bool = True
+    fsync: Literal["always", "interval", "never"] = "interval"  # when appends reach the disk
+    fsync_interval_ms: int = 100  # "interval": the most a power cut can lose
+    segment_bytes: Size = Size(16 << 20)  # a segment is sealed at this size
+    segment_max_age: Duration | None = None  # ... or after this long (none: size only)
+    max_bytes: Size = Size(1 << 30)  # the log never grows past this (+ one segment)
+    on_full: Literal["drop_oldest", "block"] = "drop_oldest"  # every drop is a gap event
+    retain: Duration = Duration(7 * 86400)  # keep consumed segments this long for replay
+    preallocate: bool = True  # fallocate segments: fewer device writes per fdatasync
 
     def __post_init__(self) -> None:
         if self.fsync_interval_ms < 1:
@@ -132,10 +132,10 @@ class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class SensorConfig(msgspec.Struct, frozen=True):
     """A `[[sensor]]` table; keys other than these are the driver's own options."""
 
-    name: str
-    driver: str
-    interval_ms: int = 5000
-    timeout_ms: int | None = None
+    name: str  # unique; becomes the readings' `sensor`
+    driver: str  # a built-in name (`pilog drivers`), "package.module:Class" or an entry point
+    interval_ms: int = 5000  # polling period; 0 = as fast as the log takes readings
+    timeout_ms: int | None = None  # a poll taking longer is a failure (default: a few intervals)
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -148,7 +148,7 @@ class SensorConfig(msgspec.Struct, frozen=True):
 class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """`[metrics]`: Prometheus text format on `http://{listen}/metrics`; absent = off."""
 
-    listen: str | None = None  # "127.0.0.1:9108"
+    listen: str | None = None  # HOST:PORT such as "127.0.0.1:9108"; absent: off
 
     def __post_init__(self) -> None:
         if self.listen is not None:
@@ -166,10 +166,9 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    device_id: str = msgspec.field(default_factory=socket.gethostname)
-    data_dir: Path = Path("/var/lib/pilog")
-    # "ephemeral": all state in RAM (tmpfs) under `ephemeral_dir`, for read-only roots.
-    mode: Literal["normal", "ephemeral"] = "normal"
+    device_id: str = msgspec.field(default_factory=socket.gethostname)  # in every event id
+    data_dir: Path = Path("/var/lib/pilog")  # log, index, projections; one pilog run each
+    mode: Literal["normal", "ephemeral"] = "normal"  # ephemeral: all state in RAM (tmpfs)
     ephemeral_dir: Path | None = None  # default: $RUNTIME_DIRECTORY, /run/pilog, /dev/shm/pilog
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
@@ -197,13 +196,13 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
     """Keys every `[[sink]]` has: batching, retries and the request timeout."""
 
-    name: str
+    name: str  # unique; letters, digits, '_', '.', '-'
     batch_max: int = 1000  # readings per request
     batch_max_bytes: Size = Size(1 << 20)  # encoded body, before gzip
     linger_ms: int = 1000  # wait this long for a batch to fill (fewer requests, cursor moves)
-    retry_initial_ms: int = 500
+    retry_initial_ms: int = 500  # first backoff; doubles per failure, with full jitter
     retry_max: Duration = Duration(300)  # backoff cap, and the pause after 401/403
-    timeout: Duration = Duration(30)
+    timeout: Duration = Duration(30)  # of one request (or one batch of MQTT acks)
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -215,10 +214,10 @@ class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
 
 
 class _HttpSinkConfig(_SinkConfig, frozen=True):
-    url: str = ""
+    url: str = ""  # required: http:// or https://
     token_file: Path | None = None  # else $PILOG_SINK_<NAME>_TOKEN; never logged
     ca_bundle: Path | None = None  # PEM file to verify the server with, instead of the system's
-    gzip: bool = True
+    gzip: bool = True  # Content-Encoding: gzip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,10 +232,10 @@ class HttpJsonSinkConfig(_HttpSinkConfig, frozen=True, tag="http-json"):
 class InfluxLineSinkConfig(_HttpSinkConfig, frozen=True, tag="influx-line"):
     """InfluxDB line protocol: v2 `/api/v2/write` or v1 `/write` (also VictoriaMetrics)."""
 
-    api: Literal["v1", "v2"] = "v2"
-    org: str | None = None
-    bucket: str | None = None
-    database: str | None = None
+    api: Literal["v1", "v2"] = "v2"  # v2: /api/v2/write; v1: /write (also VictoriaMetrics)
+    org: str | None = None  # v2 (default: the token's organisation)
+    bucket: str | None = None  # v2, required
+    database: str | None = None  # v1, required
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -250,11 +249,11 @@ class MqttSinkConfig(_SinkConfig, frozen=True, tag="mqtt"):
     """One MQTT message per reading; the cursor advances once every message is acknowledged."""
 
     url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
-    topic: str = "pilog/{device_id}/{sensor}"
-    qos: Literal[0, 1, 2] = 1
-    username: str | None = None
+    topic: str = "pilog/{device_id}/{sensor}"  # also {sensor_type}
+    qos: Literal[0, 1, 2] = 1  # 0 is at most once
+    username: str | None = None  # with password_file
     password_file: Path | None = None  # else $PILOG_SINK_<NAME>_PASSWORD
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None = None  # mqtts://: PEM file to verify the broker with
     client_id: str | None = None  # default: pilog-<device_id>-<sink name>
 
     def __post_init__(self) -> None:
@@ -278,7 +277,9 @@ class LatestProjectionConfig(_ProjectionConfig, frozen=True, tag="latest"):
 class RollupProjectionConfig(_ProjectionConfig, frozen=True, tag="rollup"):
     """Count, min, max, mean and last per sensor, field and window."""
 
-    windows: list[Duration] = msgspec.field(default_factory=lambda: [Duration(60), Duration(3600)])
+    windows: list[Duration] = msgspec.field(  # window lengths, whole seconds
+        default_factory=lambda: [Duration(60), Duration(3600)]
+    )
 
     def __post_init__(self) -> None:
         if not self.windows or any(w < 1 or float(w) % 1 for w in self.windows):

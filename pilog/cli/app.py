@@ -195,6 +195,28 @@ def drivers() -> None:
 
 
 @app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config")] = Path("pilog.toml"),
+    device_id: Annotated[
+        str | None, typer.Option("--device-id", help="Default: this host's name")
+    ] = None,
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Data dir")] = "/var/lib/pilog",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file")] = False,
+) -> None:
+    """Write a commented pilog.toml to start from, and check that it loads."""
+    import socket
+
+    from pilog.config import load_config
+    from pilog.config_reference import init_text
+
+    if path.exists() and not force:
+        raise PilogError(f"{path} exists; pass --force to overwrite it")
+    path.write_text(init_text(device_id or socket.gethostname(), data_dir))
+    load_config(path)
+    print(f"wrote {path}; `pilog check -c {path}` opens its sensors")
+
+
+@app.command()
 def replay(
     from_: Annotated[
         str, typer.Option("--from", help="SEQ, -N (last N), an age (10m) or a time (RFC 3339)")
