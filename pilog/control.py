@@ -71,12 +71,11 @@ class ControlServer:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by a killed run; the LOCK proves no one else serves it
-        old_umask = os.umask(0o117)
-        try:
-            with _short_path(path) as bind_path:
-                self._server = _Server(bind_path, _RequestHandler)
-        finally:
-            os.umask(old_umask)
+        with _short_path(path) as bind_path:
+            self._server = _Server(bind_path, _RequestHandler)
+        # Owner and group may connect (it takes write permission). chmod, not a umask switch:
+        # the umask is the whole process's, and other threads create files meanwhile.
+        os.chmod(path, 0o660)
         self._server.answer = handler
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True

@@ -368,6 +368,14 @@ def main() -> None:
     except PilogError as e:
         print(f"pilog: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except PermissionError as e:
+        # An operator outside the data dir's group: say which file, not a traceback.
+        print(
+            f"pilog: error: permission denied: {e.filename or e}; "
+            "is this user in the group that owns the data dir?",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except BrokenPipeError:
         sys.stderr.close()  # `pilog tail | head`: the reader left; not an error
         sys.exit(0)

@@ -8,8 +8,10 @@ uploader loop (`pilog.uploader.loop`) owns the policy: retry with backoff, split
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any, Literal, Protocol
 from pilog import __version__
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, event_id, rfc3339
+
+log = logging.getLogger("pilog.uploader")
 
 OutcomeKind = Literal["ack", "retry", "too_large", "unauthorized", "rejected"]
 
@@ -113,5 +117,26 @@ def read_secret(path: Path | None, env_name: str, *, what: str) -> str | None:
             raise ConfigError(f"cannot read the {what} file {path}: {e.strerror}") from e
         if not value:
             raise ConfigError(f"the {what} file {path} is empty")
+        warning = check_secret_mode(path)
+        if warning is not None and path not in _warned:
+            _warned.add(path)
+            log.warning("%s file %s", what, warning)
         return value
     return os.environ.get(env_name) or None
+
+
+_warned: set[Path] = set()  # secret files already warned about: once per process
+
+
+def check_secret_mode(path: Path) -> str | None:
+    """A warning when other users may read or write the secret file at `path`, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # reading it reports the problem
+    if not mode & (stat.S_IROTH | stat.S_IWOTH):
+        return None
+    return (
+        f"{path} is readable or writable by every user (mode {stat.S_IMODE(mode):04o}); "
+        f"run: chmod o-rwx {path}"
+    )
