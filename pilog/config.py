@@ -371,7 +371,11 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
         if "__" in key:
             section, sub = key.split("__", 1)
             if section not in ("log", "metrics"):
-                continue
+                # A misspelt section must not silently disable the setting it meant.
+                raise ConfigError(
+                    f"environment variable {name}: no section [{section}] takes overrides; "
+                    "known: PILOG_LOG__<KEY>, PILOG_METRICS__<KEY>"
+                )
             table = raw[section] = dict(raw.get(section, {}))
             if isinstance(table, dict):
                 table[sub] = _env_value(value)

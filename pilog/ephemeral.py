@@ -32,7 +32,7 @@ def default_dir(environ: Mapping[str, str]) -> Path:
     if runtime:
         return Path(runtime)
     run = Path("/run/pilog")
-    if (run.is_dir() and os.access(run, os.W_OK)) or os.access("/run", os.W_OK):
+    if run.is_dir() or os.access("/run", os.W_OK):  # a reader in group pilog finds it too
         return run
     # World-writable /dev/shm: `ephemeral` refuses the dir unless it is ours.
     return Path("/dev/shm/pilog")  # noqa: S108
@@ -42,15 +42,6 @@ def ephemeral(config: Config, environ: Mapping[str, str] | None = None) -> Confi
     """`config` as ephemeral mode runs it: data dir in RAM, no fsync, RAM-sized bounds."""
     environ = os.environ if environ is None else environ
     root = config.ephemeral_dir or default_dir(environ)
-    try:
-        owner = root.lstat().st_uid
-    except FileNotFoundError:
-        owner = os.geteuid()
-    if owner != os.geteuid() or root.is_symlink():
-        raise DataDirError(
-            f"ephemeral dir {root} belongs to another user (uid {owner}) or is a symlink; "
-            "set ephemeral_dir or $RUNTIME_DIRECTORY"
-        )
     max_bytes = int(config.log.max_bytes)
     try:
         st = os.statvfs(existing_ancestor(root))
@@ -69,3 +60,17 @@ def ephemeral(config: Config, environ: Mapping[str, str] | None = None) -> Confi
         segment_bytes=Size(segment),
     )
     return msgspec.structs.replace(config, mode="ephemeral", data_dir=root, log=log_config)
+
+
+def check_owner(config: Config) -> None:
+    """For the writer: refuse an ephemeral dir someone else made (/dev/shm is world-writable)."""
+    root = Path(config.data_dir)
+    try:
+        owner = root.lstat().st_uid
+    except FileNotFoundError:
+        return
+    if owner != os.geteuid() or root.is_symlink():
+        raise DataDirError(
+            f"ephemeral dir {root} belongs to another user (uid {owner}) or is a symlink; "
+            "set ephemeral_dir or $RUNTIME_DIRECTORY"
+        )

@@ -81,7 +81,7 @@ class Note(msgspec.Struct, array_like=True, gc=False, tag=8, frozen=True):
 
 
 class DeadLetter(msgspec.Struct, array_like=True, gc=False, tag=9, frozen=True):
-    """A sink refused the reading `seq` for good (a 4xx other than 401/403/408/413/429).
+    """A sink refused the reading `seq` for good (a 4xx other than 401/403/408/413/425/429).
 
     The reading stays in the log; the refusal is also kept in `deadletter/<sink>.ndjson`.
     """

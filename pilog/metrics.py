@@ -82,7 +82,12 @@ def collect(
         Family("pilog_log_max_bytes", "gauge", "The log's cap (max_bytes).").add(
             events.config.log.max_bytes
         ),
-        Family("pilog_log_full", "gauge", "1 while appends are refused.").add(int(writer.full)),
+        Family(
+            "pilog_log_full", "gauge", "1 while appends are refused (full, or disk stalled)."
+        ).add(int(writer.refusing)),
+        Family("pilog_log_io_error", "gauge", "1 while the disk refuses writes (retried).").add(
+            int(writer.io_error is not None)
+        ),
     ]
     counts = incident_counts()
     fams.append(

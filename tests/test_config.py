@@ -164,3 +164,8 @@ def test_config_search_prefers_explicit_then_env_then_cwd(
     assert find_config(tmp_path / "pilog.toml") == tmp_path / "pilog.toml"
     with pytest.raises(ConfigError, match="does not exist"):
         find_config(tmp_path / "missing.toml")
+
+
+def test_an_override_of_an_unknown_section_is_an_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"PILOG_LGO__FSYNC: no section \[lgo\]"):
+        load_config(None, {"PILOG_LGO__FSYNC": "always"})

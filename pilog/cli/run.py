@@ -17,6 +17,7 @@ from pilog.config import Config
 from pilog.consumers import ConsumerGroup
 from pilog.control import SOCKET_NAME, ControlServer
 from pilog.datadir import EventLog
+from pilog.ephemeral import check_owner
 from pilog.errors import ConfigError, DataDirError, LogError
 from pilog.metrics import MetricsServer, collect, render
 from pilog.mounts import mount_of
@@ -69,6 +70,8 @@ def _sync_quietly(events: EventLog) -> None:
 
 def check_data_dir_mount(config: Config) -> None:
     """Refuse a read-only data dir; warn once when it will not survive a reboot."""
+    if config.mode == "ephemeral":
+        check_owner(config)
     mount = mount_of(Path(config.data_dir))
     if mount is None:
         return
@@ -186,6 +189,7 @@ def live_status(
             "durable_seq": writer.durable_seq,
             "backlog_fraction": round(writer.backlog_fraction, 4),
             "full": writer.full,
+            "refusing": writer.refusing,
             "io_error": str(writer.io_error) if writer.io_error else None,
         },
         "drivers": [dataclasses.asdict(h) for h in runtime.health.values()],

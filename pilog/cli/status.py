@@ -152,6 +152,8 @@ def render(status: dict[str, Any], console: Console) -> None:
         ("index", status["index"]),
     ]
     rows.append(("dead letters", str(status["dead_letters"])))
+    if status["writer"]:
+        rows.append(("writer state", _writer_line(status["writer"])))
     if status["clock"]:
         rows.append(("clock", _clock_line(status["clock"])))
     for k, v in rows:
@@ -165,6 +167,14 @@ def render(status: dict[str, Any], console: Console) -> None:
         console.print("drivers: pilog is not running (health is live state)")
     for inc in status["incidents"]:
         console.print(f"  {inc['ts']}  #{inc['seq']}  {inc['kind']}: {inc['detail']}")
+
+
+def _writer_line(w: dict[str, Any]) -> str:
+    if w.get("io_error"):
+        return f"[red]disk error, retrying:[/red] {w['io_error']}"
+    if w.get("refusing"):
+        return "[red]refusing appends[/red] (log full under on_full = block, or disk stalled)"
+    return f"ok, {w['backlog_fraction'] * 100:.0f}% of the write backlog used"
 
 
 def _clock_line(clock: dict[str, Any]) -> str:

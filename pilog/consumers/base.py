@@ -42,7 +42,7 @@ class ConsumerState:
 
     name: str
     next_seq: int | None = None  # the committed cursor
-    state: str = "starting"  # starting | idle | sending | retrying | paused | stuck | stopped
+    state: str = "starting"  # starting|idle|sending|retrying|paused|holding|stuck|stopped
     last_ok_ns: int | None = None
     last_error: str | None = None
     last_error_ns: int | None = None

@@ -362,6 +362,11 @@ class LogWriter:
         return self._full
 
     @property
+    def refusing(self) -> bool:
+        """Appends are refused now: full under `block`, failed, or too much waits for the disk."""
+        return self._refusing or self._pending_bytes > self._max_pending_bytes
+
+    @property
     def backlog_fraction(self) -> float:
         """Bytes waiting for the disk, as a fraction of the bound at which appends are refused."""
         return self._pending_bytes / self._max_pending_bytes if self._max_pending_bytes else 1.0

@@ -19,6 +19,7 @@ FAMILIES = {
     "pilog_log_bytes": "gauge",
     "pilog_log_max_bytes": "gauge",
     "pilog_log_full": "gauge",
+    "pilog_log_io_error": "gauge",
     "pilog_repairs_total": "counter",
     "pilog_gaps_total": "counter",
     "pilog_clock_steps_total": "counter",

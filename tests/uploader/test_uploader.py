@@ -162,6 +162,7 @@ def test_a_poison_reading_becomes_a_dead_letter_and_the_rest_is_delivered(
     rig.uploader.start()
     rig.wait_cursor(seqs[-1] + 1)
     assert receiver.ids() == {rig.id(s) for s in seqs if s != poison}
+    rig.events.writer.sync()  # the dead letter is appended, perhaps not yet written
     dead = [e for e in History(tmp_path).events() if isinstance(e.body, DeadLetter)]
     assert len(dead) == 1
     assert dead[0].body.seq == poison
