@@ -119,14 +119,16 @@ class EventLog:
         *,
         clock: Clock | None = None,
         fs: FileSystem | None = None,
+        lock: WriterLock | None = None,
     ) -> None:
+        """Take the data dir (or use `lock`, already taken by the caller) and open its log."""
         self.config = config
         self.paths = DataDirPaths(config.data_dir)
         self.clock = clock or SystemClock()
         self._wall_ns = self.clock.wall_ns
         self._mono_ns = self.clock.mono_ns
         self.boot_id = boot_id()
-        self._lock = WriterLock(self.paths)
+        self._lock = lock or WriterLock(self.paths)
         self.index: IndexStore | None = None
         self._index_lock = threading.Lock()  # the committer thread updates it too
         self._index_behind = False

@@ -254,3 +254,91 @@ def dump_lmdb(path: Path) -> dict[bytes, list[tuple[bytes, bytes]]]:
             return {n: list(txn.cursor(db=env.open_db(n, txn=txn, create=False))) for n in names}
     finally:
         env.close()
+
+
+def projections_toml(commit_interval: str = "100ms") -> str:
+    """A `latest` and a `rollup` projection, for configs of tests that crash and rebuild."""
+    return f"""
+[[projection]]
+type = "latest"
+commit_interval = "{commit_interval}"
+
+[[projection]]
+type = "rollup"
+windows = ["1s", "1m"]
+commit_interval = "{commit_interval}"
+"""
+
+
+class ReceiverProcess:
+    """`python -m pilog.testing.receiver` in its own process, so it outlives `kill -9` of
+    pilog, failing a seeded fraction of requests. With `dump`, every object it stores is
+    appended there; restarted on the same port, the file counts every copy it ever stored."""
+
+    def __init__(self, fail_rate: float, seed: int, dump: Path | None = None) -> None:
+        self.dump = dump
+        self.fail_rate = fail_rate
+        self.seed = seed
+        self.port = 0
+        self.url = ""
+        self.base = ""
+        self.acks_lost = 0  # summed over every process stopped so far
+        self.restarts = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def start(self) -> None:
+        dump = ("--dump", str(self.dump)) if self.dump is not None else ()
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pilog.testing.receiver", "--port", str(self.port)),
+                *("--fail-rate", str(self.fail_rate), "--seed", str(self.seed + self.restarts)),
+                *dump,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        assert self.proc.stdout is not None
+        url = self.proc.stdout.readline().strip()
+        assert url.startswith("http://"), url
+        self.url = url
+        self.base = url.rsplit("/api/", 1)[0]
+        self.port = int(self.base.rsplit(":", 1)[1])
+
+    def get(self, path: str) -> Any:
+        import httpx
+
+        return httpx.get(self.base + path, timeout=10).json()
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        self.acks_lost += json.loads(out.strip().splitlines()[-1])["acks_lost"]
+        self.proc = None
+
+    def restart(self) -> None:
+        self.restarts += 1
+        self.start()
+
+    def stored(self) -> list[dict[str, Any]]:
+        """Every object stored by any of its processes, duplicates across restarts included."""
+        if self.dump is None or not self.dump.exists():
+            return []
+        return [json.loads(line) for line in self.dump.read_text().splitlines() if line]
+
+
+def http_sink_toml(url: str, name: str = "keep", batch_max: int = 20, linger_ms: int = 10) -> str:
+    """An http-json `[[sink]]` retrying fast, for tests that wait on deliveries."""
+    return f"""
+[[sink]]
+name = "{name}"
+type = "http-json"
+url = "{url}"
+batch_max = {batch_max}
+linger_ms = {linger_ms}
+retry_initial_ms = 10
+retry_max = 0.2
+timeout = 5
+"""

@@ -145,8 +145,45 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     if verdict.errors:
         for err in verdict.errors:
             console.print(f"[red]damage:[/red] {err}", highlight=False, soft_wrap=True)
+        console.print(
+            "Stop pilog and run `pilog repair` to keep every intact record and record the "
+            "lost ones as gaps (see docs/operations.md).",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     print(f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span}")
+
+
+@app.command()
+def repair(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be repaired; change nothing")
+    ] = False,
+) -> None:
+    """Rebuild damaged sealed segments (pilog stopped): intact records kept, each lost one a Gap."""
+    from rich.console import Console
+
+    from pilog.cli import repair as repair_cmd
+
+    setup_logging(False)
+    report = repair_cmd.repair(resolve_config(config, data_dir), dry_run=dry_run)
+    console = Console(stderr=True)
+    for refused in report.refused:
+        console.print(f"[red]not repaired:[/red] {refused}", highlight=False, soft_wrap=True)
+    verb = "would repair" if dry_run else "repaired"
+    for r in report.repairs:
+        kept = f"; original kept in {r.quarantined}" if r.quarantined else ""
+        print(f"{verb} {r.describe()}{kept}")
+    if not report.repairs:
+        print(f"nothing to repair: {report.scanned} sealed segment(s) intact")
+    elif not dry_run:
+        lost = sum(r.lost_count for r in report.repairs)
+        print(f"{len(report.repairs)} segment(s) repaired, {lost} record(s) lost (now Gap events)")
+    if report.refused:
+        raise typer.Exit(1)
 
 
 @app.command()

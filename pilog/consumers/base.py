@@ -125,7 +125,11 @@ class Consumer(ABC):
                     self._drain_rest(seq)
             except Restart:
                 seq = self._first_seq()
-            except (CorruptionError, LogError) as e:
+            except CorruptionError as e:
+                # Never skipped (invariant 5): the operator decides, with `pilog repair`.
+                self._stuck(f"cannot read the log: {e} (stop pilog and run `pilog repair`)")
+                seq = self._first_seq()
+            except LogError as e:
                 self._stuck(f"cannot read the log: {e}")
                 seq = self._first_seq()
             except Exception as e:

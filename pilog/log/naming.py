@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 SEGMENT_SUFFIX = ".seg"
+REPAIR_SUFFIX = ".repair"  # a repaired segment being written, before it replaces the damaged one
 SEQ_DIGITS = 20
 LOG_DIR = "log"
 QUARANTINE_DIR = "quarantine"
@@ -51,3 +52,8 @@ def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
 def quarantine_name(segment: str, offset: int, stamp_ns: int) -> str:
     """Name of the file keeping bytes cut from `segment` at `offset`."""
     return f"{segment}.{offset}.{stamp_ns}.torn"
+
+
+def damaged_name(segment: str, stamp_ns: int) -> str:
+    """Name of the file keeping a damaged sealed segment, whole, as it was before `pilog repair`."""
+    return f"{segment}.{stamp_ns}.damaged"

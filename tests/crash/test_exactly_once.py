@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from helpers import clean_env, dump_lmdb, run_pilog, status_json, wait_until, write_config
+from helpers import (
+    ReceiverProcess,
+    dump_lmdb,
+    http_sink_toml,
+    projections_toml,
+    run_pilog,
+    status_json,
+    wait_until,
+    write_config,
+)
 
 from pilog.config import load_config
 from pilog.events import Reading, event_id
@@ -29,52 +33,6 @@ from pilog.projections import projections_path, rebuild
 
 KILLS = 12
 BATCH_MAX = 40
-SINK = """
-[[sink]]
-name = "keep"
-type = "http-json"
-url = "{url}"
-batch_max = {batch_max}
-linger_ms = 20
-retry_initial_ms = 10
-retry_max = 0.3
-timeout = 5
-
-[[projection]]
-type = "latest"
-commit_interval = "50ms"
-
-[[projection]]
-type = "rollup"
-windows = ["1s", "1m"]
-commit_interval = "50ms"
-"""
-
-
-class ReceiverProcess:
-    """`python -m pilog.testing.receiver` on a free port, failing a fraction of requests."""
-
-    def __init__(self, fail_rate: float, seed: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "pilog.testing.receiver", "--port", "0"),
-                *("--fail-rate", str(fail_rate), "--seed", str(seed)),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
-        assert self.url.startswith("http://"), self.url
-        self.base = self.url.rsplit("/api/", 1)[0]
-
-    def get(self, path: str) -> Any:
-        return httpx.get(self.base + path, timeout=10).json()
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=10)
 
 
 def reading_ids(data: Path) -> set[str]:
@@ -91,6 +49,7 @@ def reading_ids(data: Path) -> set[str]:
 @pytest.mark.slow
 def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_path: Path) -> None:
     rx = ReceiverProcess(fail_rate=0.25, seed=11)
+    extra = http_sink_toml(rx.url, batch_max=BATCH_MAX, linger_ms=20) + projections_toml("50ms")
     try:
         data = tmp_path / "data"
         sensors = [{"name": f"s{i}", "interval_ms": 5} for i in range(3)]
@@ -99,7 +58,7 @@ def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_pat
             data,
             log={"fsync_interval_ms": 20},
             sensors=sensors,
-            extra=SINK.format(url=rx.url, batch_max=BATCH_MAX),
+            extra=extra,
         )
         rng = random.Random(5)
         for _ in range(KILLS):
@@ -113,7 +72,7 @@ def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_pat
             tmp_path / "drain.toml",
             data,
             sensors=[],
-            extra=SINK.format(url=rx.url, batch_max=BATCH_MAX),
+            extra=extra,
         )
         with run_pilog(drain) as p:
             p.stderr.wait_for(lambda line: "pilog running" in line, "the drain to start")
@@ -132,7 +91,7 @@ def test_kill9_with_a_flaky_receiver_delivers_every_reading_exactly_once(tmp_pat
         got = set(rx.get("/_ids"))
         stats = rx.get("/_stats")
     finally:
-        rx.close()
+        rx.stop()
     assert got == want, (len(got - want), len(want - got))
     assert stats["validation_errors"] == 0
     # Each kill leaves at most the batch in flight unacknowledged, and each dropped ack one.

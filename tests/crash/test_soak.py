@@ -25,20 +25,17 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from helpers import (
-    clean_env,
+    ReceiverProcess,
     dump_lmdb,
+    http_sink_toml,
     pilog,
+    projections_toml,
     run_pilog,
     status_json,
     wait_until,
@@ -65,82 +62,6 @@ LOG = {
     "on_full": "drop_oldest",
     "fsync_interval_ms": 20,
 }
-SINK = """
-[[sink]]
-name = "{name}"
-type = "http-json"
-url = "{url}"
-batch_max = {batch_max}
-linger_ms = 20
-retry_initial_ms = 10
-retry_max = 0.3
-timeout = 5
-"""
-PROJECTIONS = """
-[[projection]]
-type = "latest"
-commit_interval = "100ms"
-
-[[projection]]
-type = "rollup"
-windows = ["1s", "1m"]
-commit_interval = "100ms"
-"""
-
-
-class ReceiverProcess:
-    """`python -m pilog.testing.receiver` dumping what it stores to a file; restartable on
-    the same port, so the file outlives each process and counts every copy it stored."""
-
-    def __init__(self, dump: Path, fail_rate: float, seed: int) -> None:
-        self.dump = dump
-        self.fail_rate = fail_rate
-        self.seed = seed
-        self.port = 0
-        self.url = ""
-        self.base = ""
-        self.acks_lost = 0  # summed over every process stopped so far
-        self.restarts = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "pilog.testing.receiver", "--port", str(self.port)),
-                *("--fail-rate", str(self.fail_rate), "--seed", str(self.seed + self.restarts)),
-                *("--dump", str(self.dump)),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=clean_env(),
-        )
-        assert self.proc.stdout is not None
-        url = self.proc.stdout.readline().strip()
-        assert url.startswith("http://"), url
-        self.url = url
-        self.base = url.rsplit("/api/", 1)[0]
-        self.port = int(self.base.rsplit(":", 1)[1])
-
-    def get(self, path: str) -> Any:
-        return httpx.get(self.base + path, timeout=10).json()
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        self.acks_lost += json.loads(out.strip().splitlines()[-1])["acks_lost"]
-        self.proc = None
-
-    def restart(self) -> None:
-        self.restarts += 1
-        self.start()
-
-    def stored(self) -> list[dict[str, Any]]:
-        """Every object stored by any of its processes, duplicates across restarts included."""
-        if not self.dump.exists():
-            return []
-        return [json.loads(line) for line in self.dump.read_text().splitlines() if line]
 
 
 def rss_anon_kib(pid: int) -> int:
@@ -160,16 +81,17 @@ def seq_of(event_id_: str) -> int:
 def test_soak_with_kills_a_flapping_sink_and_drop_oldest_loses_nothing_silently(
     tmp_path: Path,
 ) -> None:
-    healthy = ReceiverProcess(tmp_path / "healthy.ndjson", fail_rate=0.05, seed=3)
-    flappy = ReceiverProcess(tmp_path / "flappy.ndjson", fail_rate=0.3, seed=7)
+    healthy = ReceiverProcess(0.05, seed=3, dump=tmp_path / "healthy.ndjson")
+    flappy = ReceiverProcess(0.3, seed=7, dump=tmp_path / "flappy.ndjson")
     data = tmp_path / "data"
-    sinks = SINK.format(name="healthy", url=healthy.url, batch_max=BATCH_MAX) + SINK.format(
-        name="flappy", url=flappy.url, batch_max=BATCH_MAX
+    sinks = "".join(
+        http_sink_toml(rx.url, name, BATCH_MAX, linger_ms=20)
+        for name, rx in (("healthy", healthy), ("flappy", flappy))
     )
     rng = random.Random(17)
     sensors = [{"name": f"s{i:02d}", "interval_ms": rng.randint(5, 20)} for i in range(SENSORS)]
     config = write_config(
-        tmp_path / "pilog.toml", data, log=LOG, sensors=sensors, extra=sinks + PROJECTIONS
+        tmp_path / "pilog.toml", data, log=LOG, sensors=sensors, extra=sinks + projections_toml()
     )
     rss: list[int] = []  # one sample per round, each from a new process
     samples: list[tuple[float, int]] = []  # (seconds since start, RSS) in the long run
@@ -206,7 +128,7 @@ def test_soak_with_kills_a_flapping_sink_and_drop_oldest_loses_nothing_silently(
 
         # Drain: no sensors, so the log stops growing and both sinks can catch up.
         drain = write_config(
-            tmp_path / "drain.toml", data, log=LOG, sensors=[], extra=sinks + PROJECTIONS
+            tmp_path / "drain.toml", data, log=LOG, sensors=[], extra=sinks + projections_toml()
         )
         with run_pilog(drain) as p:
             p.stderr.wait_for(lambda line: "pilog running" in line, "the drain to start")

@@ -1,0 +1,153 @@
+"""`pilog repair`: rebuild damaged sealed segments, so that consumers read through them.
+
+A consumer never skips damage (invariant 5): it stops at it and says so. This is the explicit
+repair that invariant names. It runs with pilog stopped (it takes the writer's lock), reads
+every sealed segment, and rewrites each damaged one with its intact records as they were and,
+for each record that is gone, a `Gap` event naming that seq, so the log stays dense in seq.
+The damaged file is kept whole under `quarantine/`. Each repaired segment is also recorded by
+a `Repair` event at the end of the log, and every run of lost seqs as a gap incident in the
+index, so `pilog status` counts them.
+
+The newest segment is not touched here: opening the log for writing already cuts a torn tail
+there (the last writer's crash), which is what `pilog run` and this command both do first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from pilog.config import Config
+from pilog.datadir import DataDirPaths, EventLog, WriterLock
+from pilog.errors import CorruptionError, FormatVersionError, PilogError
+from pilog.events import Gap, Record, Repair, decode_record, encode_record
+from pilog.index.store import IndexStore
+from pilog.log import naming
+from pilog.log.format import SegmentHeader, decode_header
+from pilog.log.reader import HEADER_READ_BYTES
+from pilog.log.salvage import (
+    Filler,
+    SegmentRepair,
+    plan_repair,
+    repaired_bytes,
+    rewrite_segment,
+)
+
+log = logging.getLogger("pilog.repair")
+
+
+@dataclass
+class RepairReport:
+    repairs: list[SegmentRepair] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # damage this command will not touch
+    scanned: int = 0  # sealed segments read
+
+
+@dataclass(frozen=True)
+class _Planned:
+    plan: SegmentRepair
+    header: SegmentHeader
+    original: bytes
+
+
+def repair(config: Config, *, dry_run: bool = False) -> RepairReport:
+    """Find and (unless `dry_run`) rewrite every damaged sealed segment of the data dir."""
+    paths = DataDirPaths(config.data_dir)
+    lock = WriterLock(paths)  # pilog must not be running: this raises naming its pid
+    try:
+        planned, report = _plan(paths, config.device_id)
+        if dry_run or not planned:
+            lock.release()
+            return report
+        stamp = time.time_ns()
+        for p in planned:
+            fill = _filler(p.plan.segment, p.header.created_ns)
+            new = repaired_bytes(p.header, p.plan, fill)
+            path = paths.log_dir / p.plan.segment
+            kept = rewrite_segment(path, paths.quarantine_dir, p.original, new, stamp)
+            p.plan.quarantined = str(kept)
+    except BaseException:
+        lock.release()
+        raise
+    # Open the log as its writer does (a torn tail of the newest segment is cut, the index
+    # learns the rewritten sizes) and record what was done; closing releases the lock.
+    events = EventLog(config, lock=lock)
+    try:
+        for p in planned:
+            _record(events, p.plan)
+    finally:
+        events.close()
+    return report
+
+
+def _plan(paths: DataDirPaths, device_id: str) -> tuple[list[_Planned], RepairReport]:
+    segments = naming.list_segments(paths.log_dir)
+    report = RepairReport(scanned=max(len(segments) - 1, 0))
+    if len(segments) < 2:
+        return [], report
+    epoch = _log_epoch(segments)
+    planned: list[_Planned] = []
+    for (base, path), (next_base, _) in itertools.pairwise(segments):
+        data = path.read_bytes()
+        try:
+            header, plan = plan_repair(
+                data, path.name, base, next_base - 1, epoch, device_id, path.stat().st_mtime_ns
+            )
+        except (CorruptionError, FormatVersionError) as e:
+            report.refused.append(str(e))
+            continue
+        if plan.damage:
+            planned.append(_Planned(plan, header, data))
+            report.repairs.append(plan)
+    return planned, report
+
+
+def _log_epoch(segments: list[tuple[int, Path]]) -> bytes:
+    """The log's epoch: the newest readable header's (the one the writer continues)."""
+    for _, path in reversed(segments):
+        try:
+            with path.open("rb") as f:
+                return decode_header(f.read(HEADER_READ_BYTES), path.name).epoch
+        except (OSError, CorruptionError, FormatVersionError):
+            continue
+    raise PilogError("no segment has a readable header: nothing to repair against")
+
+
+def _filler(segment: str, created_ns: int) -> Filler:
+    reason = f"record lost to damage in {segment}; replaced by pilog repair"
+
+    def fill(seq: int, previous: bytes | None) -> bytes:
+        # Stamped like the record before it, so time-ordered views place it where it was.
+        ts, mono, boot = created_ns, 0, b""
+        if previous is not None:
+            try:
+                before = decode_record(previous)
+                ts, mono, boot = before.ts_ns, before.mono_ns, before.boot_id
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+        return encode_record(Record(ts, mono, boot, Gap(reason, first_seq=seq, last_seq=seq)))
+
+    return fill
+
+
+def _record(events: EventLog, r: SegmentRepair) -> None:
+    first = r.damage[0]
+    events.append_incident(
+        Repair(r.segment, first.offset, r.bytes_lost, r.describe(), r.quarantined)
+    )
+    ts = time.time_ns()
+    gaps = [
+        (lo, Gap(f"lost to damage in {r.segment} (pilog repair)", first_seq=lo, last_seq=hi))
+        for lo, hi in r.lost
+    ]
+
+    def add(index: IndexStore) -> None:
+        for seq, gap in gaps:
+            index.add_incident(seq, ts, gap)
+
+    events.update_index("repair gaps", add)
