@@ -209,7 +209,10 @@ class LogWriter:
         self._pending_bytes = 0
         self._seg_base = active.base_seq
         self._seg_bytes = active.data_end
-        self._seg_started = time.monotonic()
+        # A reopened segment is as old as its first record: a writer restarted more often
+        # than `segment_max_age` must still seal it (a wall clock stepped back counts as 0).
+        age_ns = wall_ns() - active.first_ts if active.first_ts is not None else 0
+        self._seg_started = time.monotonic() - max(age_ns, 0) / 1e9
         self._rotate_at = options.segment_bytes  # 0: rotate with the next append
         # The batch appends go to (last of _batches), its bytes, and its latest wall time.
         self._tail: _Batch | None = None

@@ -281,6 +281,32 @@ def test_segment_older_than_segment_max_age_rotates(
     assert sorted(segment_files(log_dir)) == [0, 2]
 
 
+@pytest.mark.parametrize(("away_s", "rotated"), [(61.0, True), (30.0, False)])
+def test_a_reopened_segment_is_as_old_as_its_first_record(
+    open_writer: OpenWriter, log_dir: Path, clock: FakeClock, away_s: float, rotated: bool
+) -> None:
+    first_ts = clock.wall_ns()
+    writer, _ = open_writer(segment_max_age_s=60.0)
+    writer.append(payload(0), ts_ns=first_ts)
+    writer.close()
+    clock.advance(int(away_s * 1e9))  # the writer was down (or restarting) this long
+
+    writer, _ = open_log(
+        log_dir,
+        log_dir.parent / "quarantine",
+        options(segment_max_age_s=60.0),
+        ts_of=lambda _payload: first_ts,
+        wall_ns=clock.wall_ns,
+    )
+    try:
+        writer.append(payload(1))
+        writer.sync()
+    finally:
+        writer.close()
+
+    assert sorted(segment_files(log_dir)) == ([0, 1] if rotated else [0])
+
+
 def test_sealed_segments_are_truncated_to_their_data(
     open_writer: OpenWriter, log_dir: Path, clock: FakeClock
 ) -> None:
