@@ -113,6 +113,18 @@ def decode_header(buf: bytes | memoryview, segment: str) -> SegmentHeader:
     return SegmentHeader(epoch=bytes(epoch), base_seq=base, created_ns=created, device_id=device)
 
 
+def header_checksum_holds(buf: bytes | memoryview) -> bool:
+    """True when the bytes its `header_len` field names end in their own CRC-32: a header
+    written whole, whatever its version (a damaged version byte fails this)."""
+    if len(buf) < HEADER_FIXED_BYTES:
+        return False
+    header_len = int.from_bytes(buf[10:12], "little")
+    if not _CRC.size < header_len <= len(buf):
+        return False
+    (crc,) = _CRC.unpack_from(buf, header_len - _CRC.size)
+    return bool(crc == zlib.crc32(buf[: header_len - _CRC.size]))
+
+
 def encode_frame(seq: int, payload: bytes, frame_type: int = FRAME_RECORD) -> bytes:
     """One frame: checksum, length, seq, type, payload."""
     body = _FRAME_BODY.pack(len(payload), seq, frame_type)

@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pilog.log.format import (
     SegmentHeader,
     count_intact_frames,
     decode_header,
+    header_checksum_holds,
     is_zero,
     scan_frames,
 )
@@ -198,15 +198,7 @@ def _torn_header(data: bytes, error: CorruptionError | FormatVersionError) -> st
     # with no frame after it was torn as it was written (into preallocated zeros: not short);
     # unless its own checksum holds, as in an empty segment of a later format version.
     frames = count_intact_frames(data, 0, max_scan=_MAX_HEADER_BYTES)
-    return None if frames or _header_checksum_holds(data) else reason
-
-
-def _header_checksum_holds(data: bytes) -> bool:
-    header_len = int.from_bytes(data[10:12], "little")
-    if not _CRC_BYTES < header_len <= len(data):
-        return False
-    crc = int.from_bytes(data[header_len - _CRC_BYTES : header_len], "little")
-    return crc == zlib.crc32(data[: header_len - _CRC_BYTES])
+    return None if frames or header_checksum_holds(data) else reason
 
 
 def _check_epoch(fs: FileSystem, oldest: Path, epoch: bytes) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pilog.errors import CorruptionError
+from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import (
     FRAME_HEADER_BYTES,
@@ -31,11 +31,13 @@ from pilog.log.format import (
     SegmentHeader,
     decode_header,
     encode_frame,
+    header_checksum_holds,
     scan_frames,
 )
 
 _FRAME = struct.Struct("<IIQB")
 _SEQ = struct.Struct("<Q")
+VERSION_OFFSET = 8  # of the header's version byte, after the magic
 # (lost seq, payload of the nearest intact record before it, if any) -> the filler's payload
 Filler = Callable[[int, bytes | None], bytes]
 
@@ -107,10 +109,15 @@ def plan_repair(
     start: tuple[int, int] | None
     try:
         header = decode_header(data, name)
-    except CorruptionError as e:
+    except (CorruptionError, FormatVersionError) as e:
+        if isinstance(e, FormatVersionError) and header_checksum_holds(data):
+            raise  # whole, of another version: a newer pilog reads it
         header = SegmentHeader(epoch, base_seq, created_ns, device_id)
         repair.header_rebuilt = True
-        repair.damage.append(Damage(e.offset, f"header: {e.reason}"))
+        if isinstance(e, CorruptionError):
+            repair.damage.append(Damage(e.offset, f"header: {e.reason}"))
+        else:
+            repair.damage.append(Damage(VERSION_OFFSET, "header: version byte damaged"))
         start = _resync(data, 0, base_seq, last_seq)  # its length is unknown: search
     else:
         if header.epoch != epoch:

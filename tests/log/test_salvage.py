@@ -71,6 +71,16 @@ def test_a_torn_header_is_rebuilt_and_every_record_kept() -> None:
     assert len(repair.kept) == COUNT
 
 
+def test_a_damaged_version_byte_is_header_damage_not_a_newer_format() -> None:
+    data, _ = segment()
+    data[8] = 0  # the version byte: the header's checksum no longer holds
+    head, repair = plan(data)
+    assert repair.header_rebuilt
+    assert head.version == 1
+    assert repair.damage[0].reason == "header: version byte damaged"
+    assert len(repair.kept) == COUNT
+
+
 def test_a_cut_segment_loses_its_tail_up_to_the_successor() -> None:
     data, offsets = segment()
     _, repair = plan(data[: offsets[30] + 9])
