@@ -203,6 +203,7 @@ class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
     retry_initial_ms: int = 500  # first backoff; doubles per failure, with full jitter
     retry_max: Duration = Duration(300)  # backoff cap, and the pause after 401/403
     timeout: Duration = Duration(30)  # of one request (or one batch of MQTT acks)
+    cursor_commit_interval: Duration = Duration(0)  # 0: save after each ack; see operations
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):

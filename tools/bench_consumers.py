@@ -14,6 +14,10 @@ subprocess (so peak RSS is the row's own) and times start → cursor at the end 
     A   baseline: `History(data_dir).events(0)`, every event decoded (the ceiling of a consumer)
     B   `ConsumerGroup` with one `http-json` sink to `python -m pilog.testing.receiver` running
         in another process, for batch_max 1000 and 5000, gzip on and off
+    S   the original design's consumer, for comparison with B: readings in an SQLite table
+        (WAL, synchronous=NORMAL, an index on (pushed, id)), a loop of SELECT 500 unpushed,
+        POST them as the same JSON objects (httpx, keep-alive, no gzip), UPDATE pushed = 1,
+        commit; against the same receiver
     C   `ConsumerGroup` with projections `latest` and `rollup` (1m, 1h), commit_interval 200ms
         (not the 5 s default: the end is seen when the last commit copies the cursors to the
         index, and a 5 s interval would add up to 5 s to every run)
@@ -145,6 +149,82 @@ def build_backlog(data_dir: Path, n: int) -> dict[str, Any]:
     }
 
 
+SQLITE_BATCH = 500  # the original design's SELECT ... LIMIT
+SQLITE_EPOCH = "0" * 32  # ids must look like device:epoch:seq for the receiver
+
+
+def build_sqlite_backlog(data_dir: Path, n: int) -> None:
+    """The same readings as `build_backlog`, as the original design kept them."""
+    import sqlite3
+
+    from pilog.events import rfc3339
+
+    data_dir.mkdir(parents=True)
+    db = sqlite3.connect(data_dir / "queue.sqlite")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE readings (id INTEGER PRIMARY KEY, sensor TEXT, sensor_type TEXT, "
+        "payload TEXT, ts TEXT, pushed INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("CREATE INDEX unpushed ON readings (pushed, id)")
+    ts = time.time_ns() - n * 10**8
+    rows = []
+    for i in range(n):
+        r = reading(i)
+        rows.append((i, r.sensor, r.sensor_type, json.dumps(r.values), rfc3339(ts + i * 10**8)))
+    db.executemany(
+        "INSERT INTO readings (id, sensor, sensor_type, payload, ts) VALUES (?, ?, ?, ?, ?)", rows
+    )
+    db.commit()
+    db.close()
+
+
+def sqlite_object(seq: int, sensor: str, kind: str, payload: str, ts: str) -> dict[str, Any]:
+    """A row as the wire contract's reading object."""
+    return {
+        "id": f"{DEVICE_ID}:{SQLITE_EPOCH}:{seq}",
+        "device_id": DEVICE_ID,
+        "seq": seq,
+        "sensor": sensor,
+        "sensor_type": kind,
+        "payload": json.loads(payload),
+        "timestamp": ts,
+    }
+
+
+def child_sqlite(data_dir: Path, url: str) -> dict[str, Any]:
+    """SELECT 500 unpushed, POST, UPDATE pushed = 1, commit, until none is left."""
+    import sqlite3
+
+    import httpx
+
+    db = sqlite3.connect(data_dir / "queue.sqlite")
+    db.execute("PRAGMA synchronous=NORMAL")
+    sent = requests = 0
+    c0, t0 = cpu_s(), time.perf_counter()
+    with httpx.Client(timeout=30) as client:
+        while True:
+            batch = db.execute(
+                "SELECT id, sensor, sensor_type, payload, ts FROM readings WHERE pushed = 0 "
+                "ORDER BY id LIMIT ?",
+                (SQLITE_BATCH,),
+            ).fetchall()
+            if not batch:
+                break
+            body = json.dumps([sqlite_object(*row) for row in batch])
+            answer = client.post(url, content=body, headers={"Content-Type": "application/json"})
+            requests += 1
+            if not answer.is_success:
+                continue  # the same SELECT sends them again
+            first, last = batch[0][0], batch[-1][0]
+            db.execute("UPDATE readings SET pushed = 1 WHERE id BETWEEN ? AND ?", (first, last))
+            db.commit()
+            sent += len(batch)
+    db.close()
+    return {"events": sent, "elapsed_s": time.perf_counter() - t0, "cpu_s": cpu_s() - c0,
+            "delivered": {"sink:api": sent}, "requests": requests, "caught_up": True}  # fmt: skip
+
+
 # -- the child: one row, in its own process ----------------------------------------------
 
 
@@ -174,8 +254,9 @@ def child_replay(data_dir: Path) -> dict[str, Any]:
 
 def wait_cursors(events: EventLog, names: list[str], end: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
+    none: dict[str, int] = {}
     while time.monotonic() < deadline:
-        cursors = events.read_index(lambda i: i.cursors(), {})
+        cursors = events.read_index(lambda i: i.cursors(), none)
         if all(cursors.get(n, -1) >= end for n in names):
             return True
         time.sleep(POLL_S)
@@ -211,6 +292,8 @@ def child_main(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if args.child == "replay":
         out = child_replay(data)
+    elif args.child == "sqlite":
+        out = child_sqlite(data, args.url)
     else:
         config = make_config(
             data,
@@ -237,14 +320,14 @@ def child_main(args: argparse.Namespace) -> int:
 class Row:
     key: str
     label: str
-    child: str  # replay | group | proj
+    child: str  # replay | group | proj | sqlite
     batch_max: int = 1000
     gzip: bool = True
     small: bool = False  # on the N/5 backlog
 
     @property
     def sink(self) -> bool:
-        return self.child == "group"
+        return self.child in ("group", "sqlite")
 
 
 class ReceiverProc:
@@ -299,7 +382,7 @@ def run_row(row: Row, backlog: Path, work: Path) -> dict[str, Any]:
         extra = ["--batch-max", str(row.batch_max)] + ([] if row.gzip else ["--no-gzip"])
         if receiver is not None:
             extra += ["--url", receiver.url]
-        mode = "replay" if row.child == "replay" else "group" if row.sink else "proj"
+        mode = row.child
         out = run_child(mode, data, *extra)
         if receiver is not None:
             out["receiver_cpu_s"] = receiver.cpu_s()
@@ -376,6 +459,21 @@ def print_rows(
         console.print(f"[red]did not catch up within {CATCH_UP_TIMEOUT_S:g} s[/] {line}")
 
 
+def print_vs_sqlite(
+    console: Console, rows: list[Row], results: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Each http-json row against the original design's consumer (row S), by median."""
+    if not results.get("S"):
+        return
+    s = med([rate(r) for r in results["S"]])
+    ratios = [
+        f"{row.key} {med([rate(r) for r in results[row.key]]) / s:.2f}x"
+        for row in rows
+        if row.child == "group" and not row.small
+    ]
+    console.print(f"http-json against the original design's consumer (S): {', '.join(ratios)}")
+
+
 def print_idle(console: Console, r: dict[str, Any]) -> None:
     pct = 100.0 * r["idle_cpu_s"] / r["idle_s"]
     console.print(
@@ -397,12 +495,13 @@ def rows_for(quick: bool) -> list[Row]:
         Row("B2", "http-json, batch 1000, no gzip", "group", 1000, False),
         Row("B3", "http-json, batch 5000, gzip", "group", 5000, True),
         Row("B4", "http-json, batch 5000, no gzip", "group", 5000, False),
+        Row("S", "original design: SQLite SELECT 500 / POST / UPDATE / commit", "sqlite"),
         Row("C", "projections latest + rollup (1m, 1h)", "proj"),
         Row("A/5", "row A on N/5", "replay", small=True),
         Row("B1/5", "row B1 on N/5", "group", 1000, True, small=True),
         Row("C/5", "row C on N/5", "proj", small=True),
     ]
-    return [r for r in rows if r.key in ("A", "B1", "C", "A/5", "C/5")] if quick else rows
+    return [r for r in rows if r.key in ("A", "B1", "S", "C", "A/5", "C/5")] if quick else rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -414,7 +513,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="parent of the work dir")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     # The child's side (internal).
-    p.add_argument("--child", choices=("replay", "group", "proj", "idle"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--child", choices=("replay", "group", "proj", "idle", "sqlite"), help=argparse.SUPPRESS
+    )
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--batch-max", type=int, default=1000, help=argparse.SUPPRESS)
@@ -461,13 +562,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{info['disk_bytes'] / MiB:.1f} MiB allocated, stamped over "
                 f"{info['span_h']:.1f} h, built in {info['seconds']:.1f} s"
             )
+        progress(f"building the original design's SQLite queue of {args.events:,} readings")
+        sqlite_backlog = work / "sqlite" / "data"
+        build_sqlite_backlog(sqlite_backlog, args.events)
         rows = rows_for(args.quick)
         results: dict[str, list[dict[str, Any]]] = {r.key: [] for r in rows}
         for run in range(args.runs):  # interleaved, the order rotated each run
             order = rows[run % len(rows) :] + rows[: run % len(rows)]
             for row in order:
                 progress(f"run {run + 1}/{args.runs}: {row.key} {row.label}")
-                results[row.key].append(run_row(row, backlogs[row.small], work))
+                backlog = sqlite_backlog if row.child == "sqlite" else backlogs[row.small]
+                results[row.key].append(run_row(row, backlog, work))
         progress(f"idle: {args.idle_seconds:g} s")
         idle = run_idle(backlogs[True], work, args.idle_seconds)
         print_rows(console, rows, results, args.events)
@@ -476,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames, pilog.log.reader.READ_BUDGET_BYTES), decoded, so the peak does not grow "
             f"with N (segments: N/5 {segments[True]}, N {segments[False]})"
         )
+        print_vs_sqlite(console, rows, results)
         print_idle(console, idle)
         check_delivery(console, rows, results)
         console.print(f"load avg at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

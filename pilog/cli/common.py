@@ -37,6 +37,11 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:
+        # httpx logs every request at INFO: a line per upload into the journal, on the SD
+        # card. The uploader reports failures and state changes itself.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def human_bytes(n: float) -> str:

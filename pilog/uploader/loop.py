@@ -55,8 +55,10 @@ class Uploader(Consumer):
         self._pending_bytes = 0
         self._first_at = 0.0  # monotonic time the batch's first reading arrived
         self._upto = 0  # cursor once the pending batch is delivered
+        self._delivered = 0  # every reading before it is acknowledged
         self._committed = 0
         self._committed_at = 0.0
+        self._commit_every_s = float(config.cursor_commit_interval)
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
         self._unauthorized = False
         self.deadletter_path = events.paths.root / "deadletter" / f"{config.name}.ndjson"
@@ -75,7 +77,7 @@ class Uploader(Consumer):
     def restart_at(self, seq: int) -> None:
         self._pending = []
         self._pending_bytes = 0
-        self._upto = self._committed = seq
+        self._upto = self._delivered = self._committed = seq
         self._committed_at = time.monotonic()
 
     def handle(self, events: Sequence[Event]) -> None:
@@ -104,23 +106,26 @@ class Uploader(Consumer):
         if self._pending:
             if now - self._first_at >= self._linger_s:
                 self.flush()
-        elif self._upto > self._committed and now - self._committed_at >= IDLE_COMMIT_S:
+        elif self._upto > self._committed and now - self._committed_at >= max(
+            IDLE_COMMIT_S, self._commit_every_s
+        ):
             self._commit(self._upto)
+        if self._delivered > self._committed and now - self._committed_at >= self._commit_every_s:
+            self._commit(self._delivered)
         if self.state.state in ("starting", "sending"):
             self.state.state = "idle"
 
     def apply_rewind(self, rewind: Rewind) -> int:
         if rewind.to_seq is not None:
             # Delivery went on since `pilog replay` read the cursor: come back to where it is.
-            resume = max(rewind.resume_seq or 0, self._committed, rewind.to_seq + 1)
+            resume = max(rewind.resume_seq or 0, self._delivered, rewind.to_seq + 1)
             rewind = dataclasses.replace(rewind, resume_seq=resume)
         self.log.update_index("replay", lambda i: i.apply_rewind(rewind))
         self._rewind = rewind if rewind.to_seq is not None else None
         return rewind.from_seq
 
     def finish(self) -> None:
-        if self._upto > self._committed and not self._pending:
-            self._commit(self._upto)
+        self._commit(self._upto if not self._pending else self._delivered)
         self.sink.close()
 
     # -- clock correction (pilog/uploader/clockfix.py) ----------------------------------
@@ -163,12 +168,16 @@ class Uploader(Consumer):
     # -- delivery ------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Deliver the pending batch and commit the cursor past it; Restart on stop."""
+        """Deliver the pending batch and commit the cursor past it (at most every
+        `cursor_commit_interval`); Restart on stop."""
         if self._pending:
             self._deliver(self._pending)
         self._pending = []
         self._pending_bytes = 0
-        self._commit(self._upto)
+        self._delivered = self._upto
+        self.state.next_seq = self._upto
+        if time.monotonic() - self._committed_at >= self._commit_every_s:
+            self._commit(self._upto)
 
     def _deliver(self, batch: list[Event]) -> None:
         parts: deque[list[Event]] = deque([batch])

@@ -77,6 +77,9 @@ def test_status_while_running_shows_drivers_consumers_and_lag(
     human = pilog("status", "-c", config)
     assert "sink:keep" in human.stdout
     assert TOKEN not in human.stdout + json.dumps(state) + p.stderr.text()
+    # No line per request (httpx logs each at INFO): that is journal writes on the SD card.
+    assert "HTTP Request" not in p.stderr.text()
+    assert len(receiver.requests) >= 1
 
 
 def test_status_of_a_stopped_pilog_shows_cursors_and_no_live_state(

@@ -224,6 +224,40 @@ def test_a_restarted_uploader_starts_at_its_committed_cursor(
         rig.close()
 
 
+def test_a_cursor_commit_interval_saves_the_cursor_less_often_and_on_stop(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    rig = Rig(make_config(tmp_path, receiver.url, cursor_commit_interval="1h"))
+    try:
+        seqs = rig.append(50)
+        rig.uploader.start()
+        receiver.wait_for(50)
+        wait_until(lambda: rig.uploader.state.next_seq == seqs[-1] + 1, "delivered in state")
+        more = rig.append(20)
+        receiver.wait_for(70)
+        assert rig.cursor() is None  # acknowledged, not yet saved: a crash would re-send
+    finally:
+        rig.close()
+    rig = Rig(make_config(tmp_path, receiver.url, cursor_commit_interval="1h"))
+    try:
+        assert rig.cursor() == more[-1] + 1  # saved on the way out
+    finally:
+        rig.close()
+
+
+def test_a_short_cursor_commit_interval_saves_while_running(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    rig = Rig(make_config(tmp_path, receiver.url, cursor_commit_interval="200ms"))
+    try:
+        seqs = rig.append(30)
+        rig.uploader.start()
+        rig.wait_cursor(seqs[-1] + 1)  # by the idle tick once the interval has passed
+        assert receiver.duplicates == 0
+    finally:
+        rig.close()
+
+
 def test_replay_while_running_redelivers_the_range_then_resumes(
     rig: Rig, receiver: Receiver
 ) -> None:
