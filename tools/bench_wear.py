@@ -46,7 +46,7 @@ from pilog.log.reader import LogReader
 
 SENSORS = 5
 INTERVAL_MS = 100  # 5 sensors at 100 ms: 50 readings/s
-TUNED_FSYNC_MS = 1000  # row T: what a power cut may lose, traded for SD writes
+TUNED_FSYNC_MS = 1000  # row T (--tuned-fsync-ms): what a power cut may lose, for SD writes
 TUNED_COMMIT = "60s"  # row T: sink cursor and projection commits
 
 
@@ -63,10 +63,11 @@ def device_bytes(directory: Path) -> int | None:
     return int(node.read_text().split()[6]) * 512 if node.exists() else None
 
 
-def config_text(data_dir: Path, url: str | None, tuned: bool) -> str:
+def config_text(data_dir: Path, url: str | None, tuned_fsync_ms: int | None) -> str:
     lines = ['device_id = "wear"', f'data_dir = "{data_dir}"']
+    tuned = tuned_fsync_ms is not None
     if tuned:
-        lines += ["[log]", f"fsync_interval_ms = {TUNED_FSYNC_MS}"]
+        lines += ["[log]", f"fsync_interval_ms = {tuned_fsync_ms}"]
     for i in range(SENSORS):
         lines += ["[[sensor]]", f'name = "s{i}"', 'driver = "synthetic"']
         lines += [f"interval_ms = {INTERVAL_MS}"]
@@ -98,7 +99,9 @@ def last_seq(log_dir: Path) -> int:
     return -1 if last is None else last
 
 
-def run_row(row: str, work: Path, warmup_s: float, seconds: float) -> dict[str, float]:
+def run_row(
+    row: str, work: Path, warmup_s: float, seconds: float, tuned_fsync_ms: int
+) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(prefix=f"wear-{row}-", dir=work)) / "data"
     data.mkdir()
     if row == "idle":
@@ -114,7 +117,7 @@ def run_row(row: str, work: Path, warmup_s: float, seconds: float) -> dict[str, 
         assert receiver.stdout is not None
         url = receiver.stdout.readline().strip()
     config = data.parent / "pilog.toml"
-    config.write_text(config_text(data, url, tuned=row == "T"))
+    config.write_text(config_text(data, url, tuned_fsync_ms if row == "T" else None))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pilog", "run", "-c", str(config)],
         stderr=subprocess.DEVNULL,
@@ -151,6 +154,7 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=10.0)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rows", default="idle,L,F,T", help="comma-separated, of idle,L,F,T")
+    p.add_argument("--tuned-fsync-ms", type=int, default=TUNED_FSYNC_MS, help="row T's")
     p.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="parent of the work dir")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pilog-bench-wear-", dir=args.dir))
@@ -159,7 +163,7 @@ def main() -> int:
     for run in range(args.runs):
         for row in rows[run % len(rows) :] + rows[: run % len(rows)]:
             print(f"... run {run + 1}/{args.runs}: {row}", file=sys.stderr, flush=True)
-            results[row].append(run_row(row, work, args.warmup, args.seconds))
+            results[row].append(run_row(row, work, args.warmup, args.seconds, args.tuned_fsync_ms))
 
     def med(row: str, key: str) -> float:
         return statistics.median(r[key] for r in results[row])
@@ -174,7 +178,7 @@ def main() -> int:
     labels = {
         "L": "log only, defaults",
         "F": "log + http-json sink + latest + rollup, defaults",
-        "T": f"as F, fsync_interval_ms {TUNED_FSYNC_MS}, commits every {TUNED_COMMIT}",
+        "T": f"as F, fsync_interval_ms {args.tuned_fsync_ms}, commits every {TUNED_COMMIT}",
     }
     for row in [r for r in ("L", "F", "T") if results.get(r)]:
         frame = med(row, "frame")
