@@ -14,8 +14,8 @@ there (the last writer's crash), which is what `pilog run` and this command both
 
 from __future__ import annotations
 
+import functools
 import itertools
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +37,6 @@ from pilog.log.salvage import (
     repaired_bytes,
     rewrite_segment,
 )
-
-log = logging.getLogger("pilog.repair")
 
 
 @dataclass
@@ -121,15 +119,19 @@ def _log_epoch(segments: list[tuple[int, Path]]) -> bytes:
 def _filler(segment: str, created_ns: int) -> Filler:
     reason = f"record lost to damage in {segment}; replaced by pilog repair"
 
-    def fill(seq: int, previous: bytes | None) -> bytes:
-        # Stamped like the record before it, so time-ordered views place it where it was.
-        ts, mono, boot = created_ns, 0, b""
+    @functools.lru_cache(maxsize=1)  # a run of lost seqs shares the record before it
+    def stamp_of(previous: bytes | None) -> tuple[int, int, bytes]:
         if previous is not None:
             try:
                 before = decode_record(previous)
-                ts, mono, boot = before.ts_ns, before.mono_ns, before.boot_id
+                return before.ts_ns, before.mono_ns, before.boot_id
             except (msgspec.DecodeError, msgspec.ValidationError):
                 pass
+        return created_ns, 0, b""
+
+    def fill(seq: int, previous: bytes | None) -> bytes:
+        # Stamped like the record before it, so time-ordered views place it where it was.
+        ts, mono, boot = stamp_of(previous)
         return encode_record(Record(ts, mono, boot, Gap(reason, first_seq=seq, last_seq=seq)))
 
     return fill

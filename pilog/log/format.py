@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pilog.errors import CorruptionError, FormatVersionError
 
 MAGIC = b"PILOGSEG"
+VERSION_OFFSET = len(MAGIC)  # the header's version byte
 FORMAT_VERSION = 1
 FRAME_RECORD = 1
 FRAME_TYPES = frozenset({FRAME_RECORD})
@@ -216,6 +217,24 @@ def is_zero(buf: bytes | memoryview) -> bool:
     return buf == bytes(len(buf))
 
 
+def intact_frame_at(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """(seq, end offset) of a frame at `pos` that passes its checks, whatever its seq;
+    None if there is none. For looking past damage, not for reading."""
+    if pos + FRAME_HEADER_BYTES > len(buf):
+        return None
+    crc, length, seq, ftype = _FRAME.unpack_from(buf, pos)
+    stop = pos + FRAME_HEADER_BYTES + length
+    if (
+        crc
+        and ftype in FRAME_TYPES
+        and length <= MAX_PAYLOAD_BYTES
+        and stop <= len(buf)
+        and zlib.crc32(buf[pos + 4 : stop]) == crc
+    ):
+        return seq, stop
+    return None
+
+
 def count_intact_frames(buf: bytes, offset: int, max_scan: int = 1 << 18) -> int:
     """Frames passing their checksum anywhere in `buf[offset:offset + max_scan]`.
 
@@ -225,16 +244,10 @@ def count_intact_frames(buf: bytes, offset: int, max_scan: int = 1 << 18) -> int
     end = min(len(buf), offset + max_scan)
     pos = offset
     while pos + FRAME_HEADER_BYTES <= end:
-        crc, length, _seq, ftype = _FRAME.unpack_from(buf, pos)
-        stop = pos + FRAME_HEADER_BYTES + length
-        if (
-            crc
-            and ftype in FRAME_TYPES
-            and stop <= len(buf)
-            and zlib.crc32(buf[pos + 4 : stop]) == crc
-        ):
+        frame = intact_frame_at(buf, pos)
+        if frame is not None:
             found += 1
-            pos = stop
+            pos = frame[1]
         else:
             pos += 1
     return found

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,18 @@ from pilog.log import naming
 from pilog.log.format import (
     FRAME_HEADER_BYTES,
     FRAME_RECORD,
-    MAX_PAYLOAD_BYTES,
+    VERSION_OFFSET,
     FrameStatus,
     SegmentHeader,
     decode_header,
     encode_frame,
     header_checksum_holds,
+    intact_frame_at,
     scan_frames,
 )
+from pilog.log.fsio import OsFileSystem
 
-_FRAME = struct.Struct("<IIQB")
 _SEQ = struct.Struct("<Q")
-VERSION_OFFSET = 8  # of the header's version byte, after the magic
 # (lost seq, payload of the nearest intact record before it, if any) -> the filler's payload
 Filler = Callable[[int, bytes | None], bytes]
 
@@ -160,16 +159,10 @@ def _resync(buf: bytes, pos: int, lo: int, hi: int) -> tuple[int, int] | None:
     lo_b, hi_b = _SEQ.pack(lo), _SEQ.pack(hi)
     seq_pat = b".{3}" + re.escape(lo_b[3:]) if lo_b[3:] == hi_b[3:] else b".{8}"
     pattern = re.compile(b"(?s)(?=.{7}\x00" + seq_pat + bytes([FRAME_RECORD]) + b")")
-    end = len(buf)
     for m in pattern.finditer(buf, pos):
-        at = m.start()
-        if at + FRAME_HEADER_BYTES > end:
-            break
-        crc, length, seq, _ = _FRAME.unpack_from(buf, at)
-        stop = at + FRAME_HEADER_BYTES + length
-        in_range = lo <= seq <= hi and length <= MAX_PAYLOAD_BYTES and stop <= end
-        if in_range and crc == zlib.crc32(buf[at + 4 : stop]):
-            return at, seq
+        frame = intact_frame_at(buf, m.start())
+        if frame is not None and lo <= frame[0] <= hi:
+            return m.start(), frame[0]
     return None
 
 
@@ -192,32 +185,14 @@ def rewrite_segment(
     path: Path, quarantine_dir: Path, data: bytes, new: bytes, stamp_ns: int
 ) -> Path:
     """Keep the damaged file in quarantine, then atomically replace it by `new`."""
+    fs = OsFileSystem()
     kept = quarantine_dir / naming.damaged_name(path.name, stamp_ns)
-    _write_synced(kept, data)
-    _sync_dir(quarantine_dir)
+    fs.write_new(kept, data)
+    fs.sync_dir(quarantine_dir)
     st = os.stat(path)
     tmp = path.with_name(path.name + naming.REPAIR_SUFFIX)
-    _write_synced(tmp, new)
+    fs.write_new(tmp, new)
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(tmp, path)
-    _sync_dir(path.parent)
+    fs.sync_dir(path.parent)
     return kept
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
