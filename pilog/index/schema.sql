@@ -12,11 +12,12 @@ CREATE TABLE IF NOT EXISTS segments (
     bytes       INTEGER NOT NULL,
     sealed      INTEGER NOT NULL
 );
+-- WITHOUT ROWID: a cursor move rewrites one b-tree page, not a table and its key index.
 CREATE TABLE IF NOT EXISTS cursors (
     name       TEXT PRIMARY KEY,       -- "sink:NAME" or "projection:NAME"
     next_seq   INTEGER NOT NULL,       -- the next seq the consumer will handle (exclusive)
     updated_ns INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rewinds (
     name         TEXT PRIMARY KEY,     -- the consumer, as in `cursors`
     from_seq     INTEGER NOT NULL,     -- re-deliver from here

@@ -27,7 +27,12 @@ from pilog.log.writer import SegmentInfo
 
 log = logging.getLogger("pilog.index")
 
-SCHEMA_VERSION = "2"  # 2: rewinds, dead_letter incidents
+SCHEMA_VERSION = "3"  # 2: rewinds, dead_letter incidents; 3: 1 KiB pages, cursors WITHOUT ROWID
+# A cursor move is one page appended to the WAL (no fsync: synchronous=NORMAL), so the page
+# size is the bytes each move costs the SD card: 1 KiB against 8 KiB for SQLite's default
+# 4 KiB pages and a rowid table with its key index (docs/index-schema.md).
+PAGE_SIZE_BYTES = 1024
+_OUTDATED = "is of an older layout"
 
 
 Incidental = Gap | Repair | DeadLetter  # the events `status` counts and lists
@@ -65,6 +70,8 @@ class IndexStore:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5)
         else:
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=5)
+            # Takes effect only in a new, empty file (before WAL mode and the first table).
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE_BYTES}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
 
@@ -87,13 +94,20 @@ class IndexStore:
             except sqlite3.DatabaseError as e:
                 problem = f"unreadable ({e})"
         if path.exists():
-            broken = path.with_name(f"{path.name}.broken-{time.time_ns()}")
-            path.rename(broken)
+            outdated = problem.startswith(_OUTDATED)
+            if outdated:  # an upgrade: nothing in it that the log and `cursors` do not give
+                path.unlink()
+            else:
+                broken = path.with_name(f"{path.name}.broken-{time.time_ns()}")
+                path.rename(broken)
             for suffix in ("-wal", "-shm"):
                 side = path.with_name(path.name + suffix)
                 if side.exists():
                     side.unlink()
-            log.warning("index %s; kept as %s, rebuilding from the log", problem, broken.name)
+            if outdated:
+                log.warning("index %s: rebuilding it from the log, cursors kept", problem)
+            else:
+                log.warning("index %s; kept as %s, rebuilding from the log", problem, broken.name)
         store = cls(path)
         store._create(epoch_hex)
         store.rebuild(log_dir)
@@ -109,8 +123,14 @@ class IndexStore:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError:
             return "without schema"
-        if meta.get("schema_version") != SCHEMA_VERSION:
-            return f"of schema version {meta.get('schema_version')}"
+        version = meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            if version is not None and version.isdigit() and int(version) < int(SCHEMA_VERSION):
+                return f"{_OUTDATED} (schema version {version}, now {SCHEMA_VERSION})"
+            return f"of schema version {version}"
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        if page_size != PAGE_SIZE_BYTES:
+            return f"{_OUTDATED} ({page_size}-byte pages, now {PAGE_SIZE_BYTES})"
         if meta.get("epoch") != epoch_hex:
             return f"of another log (epoch {meta.get('epoch')})"
         return None
@@ -250,6 +270,12 @@ class IndexStore:
     def set_cursor(self, name: str, next_seq: int) -> None:
         with self._lock, self._db:
             self._set_cursor(name, next_seq)
+
+    def set_cursors(self, cursors: dict[str, int]) -> None:
+        """Move several cursors in one transaction (one WAL page for a few cursors)."""
+        with self._lock, self._db:
+            for name, next_seq in sorted(cursors.items()):
+                self._set_cursor(name, next_seq)
 
     def _set_cursor(self, name: str, next_seq: int) -> None:
         self._db.execute(

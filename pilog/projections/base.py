@@ -8,7 +8,7 @@ the stored cursor, and the log replays the rest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import lmdb
@@ -31,6 +31,7 @@ class ProjectionMeta(msgspec.Struct, array_like=True, frozen=True):
 
     type: str
     windows_s: tuple[int, ...] = ()
+    layout: int = 1  # of the stored keys; a stored meta of another layout is rebuilt too
 
 
 class StateDb(Protocol):
@@ -45,6 +46,12 @@ class StateDb(Protocol):
         ...
 
     def put(self, txn: lmdb.Transaction[bytes], key: bytes, value: bytes) -> None: ...
+
+    def items(
+        self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes | None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in [start, end) in key order, as `txn` sees them."""
+        ...
 
     def delete_range(self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes) -> int:
         """Delete the keys in [start, end); return how many."""

@@ -1,10 +1,11 @@
 """Projections inside `pilog run`: one consumer thread per `[[projection]]`.
 
 All of them share the process's one lmdb environment (lmdb allows one per process). State and
-cursor commit together in lmdb at most every `commit_interval` (invariant 4); after each commit
-the cursor is copied to the index, where retention's cursor floor and `pilog status` see it.
-A `pilog replay --projection` request resets the projection and rebuilds it from the oldest
-event in the log.
+cursor commit together in lmdb at most every `commit_interval` (invariant 4); projections of
+the same `commit_interval` commit together, in one transaction (`CommitGroup`), and their
+cursors are then copied to the index in one transaction, where retention's cursor floor and
+`pilog status` see them. A `pilog replay --projection` request resets the projection and
+rebuilds it from the oldest event in the log.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from pilog.datadir import EventLog
 from pilog.events import Event
 from pilog.index.store import Rewind
 from pilog.projections import open_runners
-from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
+from pilog.projections.lmdb_store import (
+    CommitGroup,
+    ProjectionRunner,
+    ProjectionStore,
+    projections_path,
+)
 
 
 class _SharedStore:
@@ -58,6 +64,7 @@ class ProjectionConsumer(Consumer):
         store = ProjectionStore(projections_path(config.data_dir))
         try:
             runners = open_runners(config, store)
+            CommitGroup.assign(store, runners)
         except BaseException:
             store.close()
             raise
@@ -77,8 +84,8 @@ class ProjectionConsumer(Consumer):
         self.state.delivered += len(events)
 
     def tick(self, now: float) -> None:
-        if self.runner.maybe_commit(now):
-            self._committed()
+        self._committed(self.runner.maybe_commit(now))  # maybe the whole group's
+        self._note_commit()
         self.state.state = "idle"
 
     def apply_rewind(self, rewind: Rewind) -> int:
@@ -90,15 +97,20 @@ class ProjectionConsumer(Consumer):
 
     def finish(self) -> None:
         try:
-            self.runner.commit()
-            self._committed()
+            self._committed(self.runner.commit())
+            self._note_commit()
         finally:
             self._shared.release()
 
-    def _committed(self) -> None:
-        seq = self.runner.next_seq
-        if seq is None:
-            return
-        self.state.next_seq = seq
-        self.state.last_ok_ns = time.time_ns()
-        self.log.update_index("cursor", lambda i: i.set_cursor(self.name, seq))
+    def _committed(self, cursors: dict[str, int]) -> None:
+        """Copy cursors just committed in lmdb to the index, in one transaction."""
+        if cursors:
+            moved = {f"projection:{name}": seq for name, seq in cursors.items()}
+            self.log.update_index("cursor", lambda i: i.set_cursors(moved))
+
+    def _note_commit(self) -> None:
+        """Show this runner's commit in `status`, whichever thread made it."""
+        seq = self.runner.committed_seq
+        if seq is not None and seq != self.state.next_seq:
+            self.state.next_seq = seq
+            self.state.last_ok_ns = time.time_ns()

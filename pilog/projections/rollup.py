@@ -5,15 +5,21 @@ falls in the window starting at `ts_ns // w_ns * w_ns` (UTC-aligned: a 1h window
 the hour). Only int and float fields are aggregated: bools, strings and NaN or infinite
 floats are skipped (one NaN would make every later min, max and mean of its window NaN).
 
-Key: `sensor NUL field NUL` + window length in seconds (u32) + window start in ns (u64, biased
-by 2**63 so that pre-1970 times sort first), both big-endian: the windows of one series are
-contiguous and in time order, so a time range is one `set_range` and a forward scan.
-Value: a MessagePack array `[count, min, max, sum, last, last_ts_ns, last_seq]`.
+Keys are time-major, so that a commit rewrites few pages (SD wear, invariant 10): the windows
+still filling, of every series, sit side by side at the end of their window length's range.
+(Series-major keys put each series' newest window on a page of its own: on a week-old store
+a commit rewrote a page per series and window length, measured in tools/bench_wear.py.)
 
-Retention: of each (sensor, field, window length), only windows starting within
-`keep_windows` window lengths of the newest window start seen are kept (fewer windows where
-readings were sparse); older ones are deleted when that series is next committed. The cutoff
-depends on the events only, never on when commits happened, so a rebuild deletes the same.
+- `W` + window length in seconds (u32) + window start in ns (u64, biased by 2**63 so that
+  pre-1970 times sort first) + `sensor NUL field NUL`, integers big-endian. Value: a
+  MessagePack array `[count, min, max, sum, last, last_ts_ns, last_seq]`.
+- `S` + `sensor NUL field NUL` + window length (u32): the directory of series, so readers
+  find them without a scan. Value: the newest window start of that series (u64, biased).
+
+Retention: of each window length, only windows starting within `keep_windows` window lengths
+of the newest window start seen (of any series) are kept; older ones, and the directory
+entries of series with nothing newer, are deleted at the next commit. The cutoff depends on
+the events only, never on when commits happened, so a rebuild deletes the same.
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ from pilog.projections.base import ProjectionMeta, StateDb, series_key, split_se
 from pilog.projections.lmdb_store import Snapshot, prefix_end
 
 NS_PER_S = 1_000_000_000
-KEEP_WINDOWS = 10_000  # a week of 1m windows, over a year of 1h windows, per series
+KEEP_WINDOWS = 10_000  # of each window length: a week of 1m windows, over a year of 1h ones
+WINDOW_TAG = b"W"
+SERIES_TAG = b"S"
 _WINDOW = struct.Struct(">IQ")
 _LENGTH = struct.Struct(">I")
 _START = struct.Struct(">Q")
 _BIAS = 1 << 63
 _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
+# 2: time-major keys and a series directory (1: series-major); a stored rollup of another
+# layout is rebuilt from the log (ProjectionMeta differs).
+LAYOUT = 2
 
 Number = int | float
 
@@ -76,12 +87,22 @@ _decoder = msgspec.msgpack.Decoder(Window)
 
 
 def window_key(series: bytes, window_s: int, start_ns: int) -> bytes:
-    return series + _WINDOW.pack(window_s, start_ns + _BIAS)
+    return WINDOW_TAG + _WINDOW.pack(window_s, start_ns + _BIAS) + series
 
 
-def _split_window(rest: bytes) -> tuple[int, int]:
-    window_s, biased = _WINDOW.unpack(rest)
-    return int(window_s), int(biased) - _BIAS
+def split_window_key(key: bytes) -> tuple[int, int, bytes]:
+    """(window length in s, window start in ns, series) of a key made by `window_key`."""
+    window_s, biased = _WINDOW.unpack_from(key, 1)
+    return int(window_s), int(biased) - _BIAS, key[1 + _WINDOW.size :]
+
+
+def _length_range(window_s: int) -> tuple[bytes, bytes]:
+    """[first, end) of the keys of windows of length `window_s`."""
+    return WINDOW_TAG + _LENGTH.pack(window_s), WINDOW_TAG + _LENGTH.pack(window_s + 1)
+
+
+def series_entry_key(series: bytes, window_s: int) -> bytes:
+    return SERIES_TAG + series + _LENGTH.pack(window_s)
 
 
 def _storable(total: Number) -> Number:
@@ -107,13 +128,17 @@ class RollupProjection:
         self, name: str, db: StateDb, windows_s: Sequence[int], keep_windows: int = KEEP_WINDOWS
     ) -> None:
         self.name = name
-        self.meta = ProjectionMeta("rollup", tuple(sorted(set(windows_s))))
+        self.meta = ProjectionMeta("rollup", tuple(sorted(set(windows_s))), LAYOUT)
         self._db = db
         self._windows = [(w, w * NS_PER_S) for w in self.meta.windows_s]
         self._keep = keep_windows
         self._pending: dict[bytes, Window] = {}
-        # Newest window start per series prefix (series + u32 window length), for retention.
-        self._newest: dict[bytes, int] = {}
+        # Newest window start per window length (any series), for retention.
+        self._newest: dict[int, int] = {}
+        # The directory as stored or about to be (entry -> newest start; None: absent), and
+        # the entries to write at the next flush. Small: one entry per series and length.
+        self._known: dict[bytes, int | None] = {}
+        self._changed: set[bytes] = set()
 
     def apply(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -129,6 +154,7 @@ class RollupProjection:
                 for window_s, window_ns in self._windows:
                     start = event.ts_ns // window_ns * window_ns
                     self._add(window_key(series, window_s, start), value, event)
+                    self._note_newest(series, window_s, start)
 
     def _add(self, key: bytes, value: Number, event: Event) -> None:
         window = self._pending.get(key)
@@ -136,7 +162,6 @@ class RollupProjection:
             window = self._load(key)
         if window is None:
             self._pending[key] = Window(1, value, value, value, value, event.ts_ns, event.seq)
-            self._note_newest(key)
             return
         window.count += 1
         window.min = min(window.min, value)
@@ -154,28 +179,67 @@ class RollupProjection:
         self._pending[key] = window
         return window
 
-    def _note_newest(self, key: bytes) -> None:
-        prefix, start = key[:-8], _split_window(key[-12:])[1]
-        newest = self._newest.get(prefix)
+    def _note_newest(self, series: bytes, window_s: int, start: int) -> None:
+        entry = series_entry_key(series, window_s)
+        if entry in self._known:
+            known = self._known[entry]
+        else:
+            raw = self._db.get(entry)
+            known = None if raw is None else _START.unpack(raw)[0] - _BIAS
+        if known is None or start > known:
+            known = start
+            self._changed.add(entry)
+        self._known[entry] = known
+        overall = self._newest.get(window_s)
+        if overall is None:
+            stored = self._db.last_in(_length_range(window_s)[0])
+            overall = start if stored is None else split_window_key(stored)[1]
+        self._newest[window_s] = max(overall, start)
+
+    def _cutoff(self, window_s: int) -> int | None:
+        """Windows of this length starting before this are deleted (None: none known)."""
+        newest = self._newest.get(window_s)
         if newest is None:
-            stored = self._db.last_in(prefix)
-            newest = start if stored is None else _split_window(stored[-12:])[1]
-        self._newest[prefix] = max(newest, start)
+            return None
+        return newest - (self._keep - 1) * window_s * NS_PER_S
 
     def flush(self, txn: lmdb.Transaction[bytes]) -> None:
+        cutoffs = {w: self._cutoff(w) for w, _ in self._windows}
         for key in sorted(self._pending):
-            self._db.put(txn, key, _encode(self._pending[key]))
-        for prefix, newest in sorted(self._newest.items()):
-            window_s = _LENGTH.unpack(prefix[-4:])[0]
-            cutoff = newest - (self._keep - 1) * window_s * NS_PER_S
-            self._db.delete_range(txn, prefix + bytes(8), prefix + _START.pack(cutoff + _BIAS))
+            window_s, start, _ = split_window_key(key)
+            cutoff = cutoffs[window_s]
+            if cutoff is None or start >= cutoff:
+                self._db.put(txn, key, _encode(self._pending[key]))
+        for entry in sorted(self._changed):
+            newest = self._known[entry]
+            assert newest is not None  # only entries seen in a reading are changed
+            self._db.put(txn, entry, _START.pack(newest + _BIAS))
+        for window_s, cutoff in sorted((w, c) for w, c in cutoffs.items() if c is not None):
+            first, _ = _length_range(window_s)
+            self._db.delete_range(txn, first, first + _START.pack(cutoff + _BIAS))
+            self._prune_series(txn, window_s, cutoff)
         self._pending.clear()
         self._newest.clear()
+        self._changed.clear()
+
+    def _prune_series(self, txn: lmdb.Transaction[bytes], window_s: int, cutoff: int) -> None:
+        """Directory entries of series whose newest window of this length is gone."""
+        length = _LENGTH.pack(window_s)
+        stale = [
+            key
+            for key, value in self._db.items(txn, SERIES_TAG, prefix_end(SERIES_TAG))
+            if key.endswith(length) and _START.unpack(value)[0] - _BIAS < cutoff
+        ]
+        for key in stale:
+            self._db.delete_range(txn, key, key + b"\x00")  # exactly `key`
+            self._known.pop(key, None)
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None:
         self._db.clear(txn)
         self._pending.clear()
         self._newest.clear()
+        self._known.clear()
+        self._changed.clear()
 
 
 def read_windows(
@@ -188,21 +252,31 @@ def read_windows(
 ) -> list[WindowRow]:
     """The stored windows of one series, oldest first, those starting before `since_ns` left out.
 
-    A window still open when `since_ns` falls inside it is included.
+    A window still open when `since_ns` falls inside it is included. One lookup per window
+    start between the oldest kept (or `since_ns`) and the series' newest: retention bounds
+    them to `KEEP_WINDOWS`.
     """
     series = series_key(sensor, field)
     if series is None:
         return []
-    prefix = series + _LENGTH.pack(window_s)
-    start = prefix + bytes(8)
+    raw_newest = snapshot.get(name, series_entry_key(series, window_s))
+    if raw_newest is None:
+        return []
+    newest = _START.unpack(raw_newest)[0] - _BIAS
+    first_key, end_key = _length_range(window_s)
+    oldest = next(snapshot.items(name, first_key, end_key), None)
+    if oldest is None:
+        return []
+    window_ns = window_s * NS_PER_S
+    start = split_window_key(oldest[0])[1]
     if since_ns is not None:
-        start = window_key(
-            series, window_s, since_ns // (window_s * NS_PER_S) * window_s * NS_PER_S
-        )
+        start = max(start, since_ns // window_ns * window_ns)
     rows = []
-    for key, raw in snapshot.items(name, start, prefix_end(prefix)):
+    for start_ns in range(start, newest + 1, window_ns):
+        raw = snapshot.get(name, window_key(series, window_s, start_ns))
+        if raw is None:
+            continue
         w = _decoder.decode(raw)
-        start_ns = _split_window(key[-12:])[1]
         rows.append(
             WindowRow(
                 start_ns, window_s, w.count, w.min, w.max, w.mean, w.last, w.last_ts_ns, w.last_seq
@@ -212,15 +286,9 @@ def read_windows(
 
 
 def list_series(snapshot: Snapshot, name: str) -> list[tuple[str, str, int]]:
-    """Every (sensor, field, window length) stored, skipping over the windows of each."""
-    found: list[tuple[str, str, int]] = []
-    start = b""
-    while True:
-        item = next(snapshot.items(name, start), None)
-        if item is None:
-            return found
-        sensor, field, rest = split_series_key(item[0])
-        window_s = _split_window(rest)[0]
-        found.append((sensor, field, window_s))
-        # Past every key of this series and window length: longer than any such key.
-        start = item[0][:-8] + b"\xff" * 9
+    """Every (sensor, field, window length) stored, from the directory of series."""
+    found = []
+    for key, _ in snapshot.items_with_prefix(name, SERIES_TAG):
+        sensor, field, rest = split_series_key(key[1:])
+        found.append((sensor, field, int(_LENGTH.unpack(rest)[0])))
+    return found

@@ -46,6 +46,7 @@ from pilog.config import load_config
 from pilog.events import Gap, Reading, event_id
 from pilog.history import History
 from pilog.projections import projections_path, rebuild
+from pilog.projections.rollup import WINDOW_TAG, split_window_key
 
 ROUNDS = 30
 SENSORS = 20
@@ -228,10 +229,14 @@ def test_soak_with_kills_a_flapping_sink_and_drop_oldest_loses_nothing_silently(
     first_ts = events[0].ts_ns
 
     def comparable(items: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-        # Key ends with window length (u32) and start (u64, biased by 2**63), big-endian.
+        # Windows, and directory entries (value: the series' newest window start), that
+        # start after the first event still in the log.
         out = {}
         for key, value in items:
-            start = int.from_bytes(key[-8:], "big") - (1 << 63)
+            if key.startswith(WINDOW_TAG):
+                start = split_window_key(key)[1]
+            else:
+                start = int.from_bytes(value, "big") - (1 << 63)
             if start > first_ts:
                 out[key] = value
         return out

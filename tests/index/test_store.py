@@ -128,6 +128,64 @@ def test_index_of_an_older_schema_is_rebuilt_keeping_this_logs_cursors(tmp_path:
     events.close()
 
 
+def test_index_of_4k_pages_and_a_rowid_cursors_table_is_upgraded_keeping_cursors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    fill(events, clock, 300)
+    epoch = events.epoch_hex
+    events.close()
+    # The file as schema version 2 wrote it: SQLite's default pages, cursors with a rowid.
+    path = tmp_path / "index.sqlite"
+    for side in (path, path.with_name("index.sqlite-wal"), path.with_name("index.sqlite-shm")):
+        side.unlink(missing_ok=True)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE cursors (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL, "
+            "updated_ns INTEGER NOT NULL)"
+        )
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)", [("schema_version", "2"), ("epoch", epoch)]
+        )
+        db.execute("INSERT INTO cursors VALUES ('sink:upstream', 123, 0)")
+    db.close()
+
+    with caplog.at_level("WARNING", "pilog.index"):
+        events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    assert events.index.cursors() == {"sink:upstream": 123}
+    assert len(events.index.segments()) >= 2
+    events.close()
+    assert "older layout (schema version 2, now 3)" in caplog.text
+    assert not list(tmp_path.glob("index.sqlite.broken-*"))  # nothing in it was lost
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
+    db.close()
+
+
+def test_a_cursor_move_appends_one_1k_page_to_the_wal(tmp_path: Path) -> None:
+    """The SD-wear cost of a sink's acknowledged batch: one page of the WAL, never fsynced."""
+    clock = FakeClock()
+    events = EventLog(make_config(tmp_path), clock=clock)
+    assert events.index is not None
+    fill(events, clock, 300)
+    for name in ("sink:a", "projection:latest", "projection:rollup"):
+        events.index.set_cursor(name, 1)
+    wal = tmp_path / "index.sqlite-wal"
+    before = wal.stat().st_size
+    moves = 50
+    for i in range(moves):
+        events.index.set_cursor("sink:a", 2 + i)
+    per_move = (wal.stat().st_size - before) / moves
+    events.close()
+    assert per_move == 1024 + 24  # a page and its WAL frame header
+
+
 def test_cursors_of_another_log_are_not_carried_over(tmp_path: Path) -> None:
     clock = FakeClock()
     events = EventLog(make_config(tmp_path), clock=clock)

@@ -6,19 +6,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lmdb
+import msgspec
 import pytest
 
 from pilog.events import Event, Note, Reading
 from pilog.projections.base import ProjectionError, ProjectionMeta
 from pilog.projections.latest import LatestProjection, read_latest
 from pilog.projections.lmdb_store import (
+    CommitGroup,
     ProjectionRunner,
     ProjectionStore,
     last_key_in,
     prefix_end,
     projections_path,
 )
-from pilog.projections.rollup import RollupProjection
+from pilog.projections.rollup import LAYOUT, RollupProjection
 
 T0 = 1_795_000_000_000_000_000
 SECOND = 1_000_000_000
@@ -98,13 +100,29 @@ def test_changed_definition_resets_the_projection_for_a_rebuild(tmp_path: Path) 
         runner = ProjectionRunner(hourly, store, commit_interval_s=5.0)
         runner.handle([reading(0, t=1.0)])
         runner.commit()
-        assert store.metas()["rollup"] == ProjectionMeta("rollup", (3600,))
+        assert store.metas()["rollup"] == ProjectionMeta("rollup", (3600,), LAYOUT)
         both = RollupProjection("rollup", store.db("rollup"), [3600, 60])
         again = ProjectionRunner(both, store, commit_interval_s=5.0)
         assert again.next_seq is None  # replays the whole log into the new windows
-        assert store.metas()["rollup"] == ProjectionMeta("rollup", (60, 3600))
+        assert store.metas()["rollup"] == ProjectionMeta("rollup", (60, 3600), LAYOUT)
         with store.snapshot() as snap:
             assert list(snap.items("rollup")) == []
+
+
+def test_a_rollup_stored_in_the_series_major_layout_is_rebuilt(tmp_path: Path) -> None:
+    with ProjectionStore(tmp_path / "projections") as store:
+        dbs = {name: store.env.open_db(name) for name in (b"meta", b"cursors", b"state:rollup")}
+        with store.env.begin(write=True) as txn:  # as a layout-1 pilog left it
+            old_meta = msgspec.msgpack.encode(["rollup", [60]])
+            txn.put(b"rollup", old_meta, db=dbs[b"meta"])
+            txn.put(b"rollup", (50).to_bytes(8, "big"), db=dbs[b"cursors"])
+            txn.put(b"air\x00t\x00" + bytes(12), b"old", db=dbs[b"state:rollup"])
+        assert store.metas()["rollup"] == ProjectionMeta("rollup", (60,), 1)
+        runner = rollup_runner(store)
+        assert runner.next_seq is None  # rebuilt from the log's first event
+        with store.snapshot() as snap:
+            assert list(snap.items("rollup")) == []
+            assert snap.cursor("rollup") is None
 
 
 def test_maybe_commit_waits_for_the_interval_and_for_pending_events(tmp_path: Path) -> None:
@@ -119,6 +137,50 @@ def test_maybe_commit_waits_for_the_interval_and_for_pending_events(tmp_path: Pa
         assert runner.maybe_commit(105.0)
         assert committed(store)[0] == 2
         assert not runner.maybe_commit(200.0)
+
+
+def rollup_runner(store: ProjectionStore, interval_s: float = 5.0) -> ProjectionRunner:
+    return ProjectionRunner(
+        RollupProjection("rollup", store.db("rollup"), [60]), store, commit_interval_s=interval_s
+    )
+
+
+def txn_id(store: ProjectionStore) -> int:
+    return int(store.env.info()["last_txnid"])
+
+
+def test_a_group_commits_every_pending_runner_in_one_transaction(tmp_path: Path) -> None:
+    with ProjectionStore(tmp_path / "projections") as store:
+        latest, rollup = latest_runner(store), rollup_runner(store)
+        CommitGroup.assign(store, [latest, rollup])
+        latest.handle([reading(0, t=1.0), reading(1, t=2.0)])
+        rollup.handle([reading(0, t=1.0)])
+        before = txn_id(store)
+        assert latest.maybe_commit(100.0) == {"latest": 2, "rollup": 1}
+        assert txn_id(store) == before + 1  # one transaction for both
+        assert (latest.committed_seq, rollup.committed_seq) == (2, 1)
+        with store.snapshot() as snap:
+            assert (snap.cursor("latest"), snap.cursor("rollup")) == (2, 1)
+        # The group's interval holds for each member, whichever thread asks.
+        rollup.handle([reading(1, t=2.0)])
+        assert rollup.maybe_commit(104.9) == {}
+        assert latest.maybe_commit(105.0) == {"rollup": 2}  # only what is pending
+        assert txn_id(store) == before + 2
+
+
+def test_runners_of_different_commit_intervals_commit_apart(tmp_path: Path) -> None:
+    with ProjectionStore(tmp_path / "projections") as store:
+        latest, rollup = latest_runner(store, 5.0), rollup_runner(store, 60.0)
+        CommitGroup.assign(store, [latest, rollup])
+        assert latest.group is not rollup.group
+        latest.handle([reading(0, t=1.0)])
+        rollup.handle([reading(0, t=1.0)])
+        assert latest.maybe_commit(100.0) == {"latest": 1}
+        assert rollup.maybe_commit(100.0) == {"rollup": 1}
+        latest.handle([reading(1, t=2.0)])
+        rollup.handle([reading(1, t=2.0)])
+        assert latest.maybe_commit(105.0) == {"latest": 2}
+        assert rollup.maybe_commit(105.0) == {}  # its own 60 s
 
 
 def test_handle_refuses_redelivery_and_holes_but_skips_lost_seqs(tmp_path: Path) -> None:

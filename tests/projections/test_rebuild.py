@@ -28,7 +28,7 @@ from pilog.history import History
 from pilog.projections import ProjectionError, open_runners, rebuild
 from pilog.projections.latest import LatestProjection
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
-from pilog.projections.rollup import RollupProjection
+from pilog.projections.rollup import SERIES_TAG, WINDOW_TAG, RollupProjection, split_window_key
 from pilog.testing.clock import FakeClock
 
 SECOND = 1_000_000_000
@@ -163,7 +163,15 @@ def test_expected_state_is_not_trivially_empty(logged: tuple[Config, list[Event]
     assert set(expected) == {b"cursors", b"meta", b"state:latest", b"state:rollup"}
     assert len(expected[b"state:latest"]) == 3 * 5  # 3 sensors x 5 fields
     # sensors x numeric fields x window lengths x at most 4 windows kept, less where sparse
-    assert 30 < len(expected[b"state:rollup"]) <= 3 * 3 * 2 * 4
+    rollup = expected[b"state:rollup"]
+    windows = [k for k, _ in rollup if k.startswith(WINDOW_TAG)]
+    directory = [k for k, _ in rollup if k.startswith(SERIES_TAG)]
+    assert 30 < len(windows) <= 3 * 3 * 2 * 4
+    # The directory lists exactly the series (and lengths) that still have windows.
+    with_windows = {(split_window_key(k)[2], split_window_key(k)[0]) for k in windows}
+    listed = {(k[1:-4], int.from_bytes(k[-4:], "big")) for k in directory}
+    assert listed == with_windows
+    assert len(windows) + len(directory) == len(rollup)
     assert expected[b"cursors"] == [
         (b"latest", len(events).to_bytes(8, "big")),
         (b"rollup", len(events).to_bytes(8, "big")),

@@ -5,12 +5,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pilog.events import ClockStep, Event, Gap, Reading, Value
 from pilog.projections.latest import LatestProjection, LatestRow, read_latest
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore
-from pilog.projections.rollup import RollupProjection, WindowRow, list_series, read_windows
+from pilog.projections.rollup import (
+    WINDOW_TAG,
+    RollupProjection,
+    WindowRow,
+    list_series,
+    read_windows,
+    split_window_key,
+)
 
 SECOND = 1_000_000_000
 HOUR0 = 1_795_000_000 // 3600 * 3600 * SECOND  # on the hour, so on the minute too
@@ -97,7 +105,7 @@ def test_rollup_aggregates_numbers_per_window(tmp_path: Path) -> None:
     assert series == [("air", "t", 60), ("air", "t", 3600)]
 
 
-def test_rollup_keeps_the_newest_windows_of_each_series(tmp_path: Path) -> None:
+def test_rollup_keeps_the_newest_windows_of_each_window_length(tmp_path: Path) -> None:
     events = [at(i, 60 * i + 1, "air", t=i) for i in range(10)]
     events.append(at(10, 60 * 2 + 5, "air", t=99))  # a late reading for a pruned window
     events.append(at(11, 60 * 8 + 5, "air", t=100))  # a late reading for a kept window
@@ -108,6 +116,64 @@ def test_rollup_keeps_the_newest_windows_of_each_series(tmp_path: Path) -> None:
     assert [(r.start_ns - HOUR0) // SECOND for r in rows] == [420, 480, 540]
     assert [r.count for r in rows] == [1, 2, 1]
     assert rows[1].last == 100
+
+
+def test_retention_is_by_time_so_a_silent_series_ages_out_with_its_directory_entry(
+    tmp_path: Path,
+) -> None:
+    events = [at(0, 1, "old", t=1), at(1, 2, "air", t=1)]
+    events += [at(2 + i, 60 * i + 3, "air", t=i) for i in range(1, 5)]
+    with ProjectionStore(tmp_path / "projections") as store:
+        run(store, RollupProjection("rollup", store.db("rollup"), [60], keep_windows=3), events)
+        with store.snapshot() as snap:
+            assert read_windows(snap, "rollup", "old", "t", 60) == []
+            assert list_series(snap, "rollup") == [("air", "t", 60)]
+            rows = read_windows(snap, "rollup", "air", "t", 60)
+    assert [(r.start_ns - HOUR0) // SECOND for r in rows] == [120, 180, 240]
+
+
+def test_windows_of_many_series_are_read_back_per_series(tmp_path: Path) -> None:
+    sensors = ["a", "b", "c"]
+    events = [
+        at(3 * m + i, 60 * m + i, sensor, t=10 * i + m)
+        for m in range(4)
+        for i, sensor in enumerate(sensors)
+        if not (sensor == "b" and m == 2)  # b is silent in the third minute
+    ]
+    events = [msgspec.structs.replace(e, seq=n) for n, e in enumerate(events)]
+    with ProjectionStore(tmp_path / "projections") as store:
+        run(store, RollupProjection("rollup", store.db("rollup"), [60, 3600]), events)
+        with store.snapshot() as snap:
+            b = read_windows(snap, "rollup", "b", "t", 60)
+            c_since = read_windows(snap, "rollup", "c", "t", 60, since_ns=HOUR0 + 150 * SECOND)
+            hours = read_windows(snap, "rollup", "a", "t", 3600)
+            series = list_series(snap, "rollup")
+    assert [((r.start_ns - HOUR0) // SECOND, r.last) for r in b] == [(0, 10), (60, 11), (180, 13)]
+    assert [r.last for r in c_since] == [22, 23]
+    assert [(r.count, r.min, r.max) for r in hours] == [(4, 0, 3)]
+    assert series == [(s, "t", w) for s in sensors for w in (60, 3600)]
+
+
+def test_the_windows_still_filling_sit_side_by_side_in_key_order(tmp_path: Path) -> None:
+    """What keeps a commit to a few lmdb pages on an old store: the keys a commit rewrites
+    (every series' newest window of each length) form one run, not one key per series."""
+    sensors = ["a", "b", "c"]
+    events = [
+        at(len(sensors) * m + i, 60 * m + i, sensor, t=m, rh=m)
+        for m in range(30)
+        for i, sensor in enumerate(sensors)
+    ]
+    with ProjectionStore(tmp_path / "projections") as store:
+        run(store, RollupProjection("rollup", store.db("rollup"), [60, 3600]), events)
+        with store.snapshot() as snap:
+            keys = [k for k, _ in snap.items("rollup") if k.startswith(WINDOW_TAG)]
+    assert keys == sorted(keys)
+    for length in (60, 3600):
+        of_length = [k for k in keys if split_window_key(k)[0] == length]
+        newest = max(split_window_key(k)[1] for k in of_length)
+        positions = [i for i, k in enumerate(keys) if split_window_key(k)[:2] == (length, newest)]
+        assert len(positions) == len(sensors) * 2  # every series has its newest window there
+        assert positions == list(range(positions[0], positions[0] + len(positions)))
 
 
 @pytest.mark.parametrize("value", [True, "12", float("nan"), float("-inf")])
