@@ -46,6 +46,7 @@ import os
 import re
 import select
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -80,8 +81,9 @@ def device_bytes(directory: Path) -> int | None:
 
 
 TRACEFS = Path("/sys/kernel/tracing")
-# block:block_bio_queue, as printed: "254,0 WS 6113280 + 8 [python]"
-_BIO = re.compile(r"block_bio_queue: (\d+),(\d+) (\S+) (\d+) \+ (\d+) \[(.*)\]")
+# block:block_bio_queue with options/record-tgid, as printed:
+# "python-1234 (   1230) [001] ..... 12.5: block_bio_queue: 254,0 WS 6113280 + 8 [python]"
+_BIO = re.compile(r"\(\s*(\d+)\)\s+\[\d+\].*block_bio_queue: \d+,\d+ (\S+) (\d+) \+ (\d+) \[(.*)\]")
 # filefrag -e -v: "   0:        0..       2:    6113280..   6113282:      3: ..."
 _EXTENT = re.compile(r"^\s*\d+:\s+\d+\.\.\s*\d+:\s+(\d+)\.\.\s*(\d+):")
 SECTOR_BYTES = 512
@@ -98,10 +100,11 @@ class DeviceWrites:
     with the idle row. Needs root and tracefs (`mount -t tracefs nodev /sys/kernel/tracing`).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, pid: int) -> None:
         st = os.stat(directory)
         self.major, self.minor = os.major(st.st_dev), os.minor(st.st_dev)
-        self.bios: list[tuple[int, int, str]] = []  # (first sector, sectors, issuer)
+        self.pid = pid  # pilog's: what its own syncs write beyond its files is its metadata
+        self.bios: list[tuple[int, int, int, str]] = []  # (first sector, sectors, pid, comm)
         self._instance = TRACEFS / "instances" / f"pilog-wear-{os.getpid()}"
         self._thread: threading.Thread | None = None
         self._counting = False
@@ -113,6 +116,7 @@ class DeviceWrites:
     def start(self) -> None:
         self._instance.mkdir()
         (self._instance / "buffer_size_kb").write_text("4096")
+        (self._instance / "options/record-tgid").write_text("1")  # the process, not thread
         event = self._instance / "events/block/block_bio_queue"
         (event / "filter").write_text(f"dev == {(self.major << 20) | self.minor}")
         (event / "enable").write_text("1")
@@ -138,8 +142,8 @@ class DeviceWrites:
                 rest = lines.pop()
                 for line in lines:
                     m = _BIO.search(line.decode(errors="replace"))
-                    if m is not None and "W" in m[3] and int(m[5]) > 0:
-                        self.bios.append((int(m[4]), int(m[5]), m[6]))
+                    if m is not None and "W" in m[2] and int(m[4]) > 0:
+                        self.bios.append((int(m[3]), int(m[4]), int(m[1]), m[5]))
         finally:
             os.close(fd)
 
@@ -159,7 +163,7 @@ class DeviceWrites:
                 name = "log/*.seg" if rel.suffix == ".seg" else str(rel)
                 extents += [(a, b, name) for a, b in _extents(path)]
         out: collections.Counter[str] = collections.Counter()
-        for first, count, issuer in self.bios:
+        for first, count, pid, comm in self.bios:
             end = first + count
             left = count
             for a, b, name in extents:
@@ -168,9 +172,23 @@ class DeviceWrites:
                     out[name] += overlap * SECTOR_BYTES
                     left -= overlap
             if left > 0:
-                kind = "journal (jbd2)" if issuer.startswith("jbd2") else f"other ({issuer})"
-                out[kind] += left * SECTOR_BYTES
+                out[self._outside(pid, comm)] += left * SECTOR_BYTES
         return dict(out)
+
+    def _outside(self, pid: int, comm: str) -> str:
+        """What a write to no file of the data dir is, by who issued it."""
+        if pid == self.pid:
+            # Issued by pilog's own fdatasync: the inode and extent blocks that a sync of
+            # newly written (preallocated, unwritten) space must also make durable.
+            return METADATA
+        if comm.startswith("jbd2"):
+            return "journal (jbd2: pilog's share unknown)"
+        if comm.startswith("kworker"):
+            return "other (kernel writeback of other files)"
+        return f"other ({comm})"
+
+
+METADATA = "file-system metadata (by pilog's syncs)"
 
 
 def _extents(path: Path) -> list[tuple[int, int]]:
@@ -248,6 +266,24 @@ def add_history(config: Path) -> int:
     return minutes * SENSORS
 
 
+def wait_for_cursors(data_dir: Path, seq: int, timeout_s: float) -> None:
+    """Wait until every cursor in the index is at `seq` or past it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            db = sqlite3.connect(f"file:{data_dir / 'index.sqlite'}?mode=ro", uri=True)
+            try:
+                rows = db.execute("SELECT next_seq FROM cursors").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            rows = []
+        if len(rows) >= 3 and min(r[0] for r in rows) >= seq:  # the sink, two projections
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"consumers did not reach seq {seq} in {timeout_s:.0f} s")
+
+
 def frames_since(log_dir: Path, seq: int) -> tuple[int, int, int]:
     """(first seq after `seq`, events, frame bytes) of the log from seq + 1 on."""
     n = size = 0
@@ -287,14 +323,17 @@ def run_row(
     config = data.parent / "pilog.toml"
     tuned = tuned_fsync_ms if kind in ("T", "LT") else None
     config.write_text(config_text(data, url, tuned))
-    if aged:
-        add_history(config)
+    history = add_history(config) if aged else 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "pilog", "run", "-c", str(config)],
         stderr=subprocess.DEVNULL,
     )
-    writes = DeviceWrites(data) if trace else None
+    writes = DeviceWrites(data, proc.pid) if trace else None
     try:
+        if history:
+            # Not steady state until the week is folded in and committed: with 60 s
+            # commits that is the second commit, up to a minute after the start.
+            wait_for_cursors(data, history, timeout_s=300)
         time.sleep(warmup_s)
         log_dir = data / "log"
         if writes is not None:
@@ -329,6 +368,7 @@ def run_row(
 
 
 def _is_own_file(key: str) -> bool:
+    """Pilog's part of the device's writes: its files, and the metadata its syncs write."""
     return key.startswith("file:") and not key.startswith(("file:other (", "file:journal ("))
 
 
@@ -397,7 +437,7 @@ def main() -> int:
             own = statistics.median(
                 sum(v for k, v in r.items() if _is_own_file(k)) / r["events"] for r in results[row]
             )
-            label = "= the data dir's files"
+            label = "= pilog's (files and metadata)"
             print(f"    {label:<34} {own:7.0f} B/event ({own / frame:.2f}x frame)")
     for row, base in (("F", "L"), ("T", "L"), ("T", "LT")):
         if row in per and base in per:
