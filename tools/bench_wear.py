@@ -182,7 +182,7 @@ class DeviceWrites:
             # newly written (preallocated, unwritten) space must also make durable.
             return METADATA
         if comm.startswith("jbd2"):
-            return "journal (jbd2: pilog's share unknown)"
+            return "journal (jbd2)"
         if comm.startswith("kworker"):
             return "other (kernel writeback of other files)"
         return f"other ({comm})"
@@ -367,8 +367,11 @@ def run_row(
     return result
 
 
-def _is_own_file(key: str) -> bool:
-    """Pilog's part of the device's writes: its files, and the metadata its syncs write."""
+def _is_own_file(key: str, own_fs: bool) -> bool:
+    """Pilog's part of the device's writes: its files, the metadata its syncs write, and on a
+    file system of its own (`--own-fs`) the journal too."""
+    if own_fs and key.startswith("file:journal ("):
+        return True
     return key.startswith("file:") and not key.startswith(("file:other (", "file:journal ("))
 
 
@@ -386,6 +389,12 @@ def main() -> int:
         "--trace",
         action="store_true",
         help="also split the device's bytes by file (root, tracefs: see DeviceWrites)",
+    )
+    p.add_argument(
+        "--own-fs",
+        action="store_true",
+        help="--dir is a file system of pilog's alone (a loop-mounted ext4 image, journaled "
+        "like a Pi's card): its journal's writes count as pilog's",
     )
     args = p.parse_args()
     if args.trace and not DeviceWrites.available():
@@ -435,7 +444,8 @@ def main() -> int:
             print(f"    {key[5:]:<34} {per_event:7.0f} B/event ({per_event / frame:.2f}x frame)")
         if files:
             own = statistics.median(
-                sum(v for k, v in r.items() if _is_own_file(k)) / r["events"] for r in results[row]
+                sum(v for k, v in r.items() if _is_own_file(k, args.own_fs)) / r["events"]
+                for r in results[row]
             )
             label = "= pilog's (files and metadata)"
             print(f"    {label:<34} {own:7.0f} B/event ({own / frame:.2f}x frame)")
