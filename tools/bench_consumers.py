@@ -56,6 +56,7 @@ from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
 from pilog.events import Body, Reading
 from pilog.history import History
+from pilog.testing.clock import FakeClock
 
 DEVICE_ID = "bench"
 SENSORS = 8  # readings cycle through this many sensors
@@ -106,35 +107,18 @@ def reading(i: int) -> Reading:
     )
 
 
-class SteppedClock:
-    """Wall and monotonic time that move only when `step` is called."""
-
-    def __init__(self, wall_ns: int, mono_ns: int) -> None:
-        self.wall, self.mono = wall_ns, mono_ns
-
-    def wall_ns(self) -> int:
-        return self.wall
-
-    def mono_ns(self) -> int:
-        return self.mono
-
-    def step(self, ns: int) -> None:
-        self.wall += ns
-        self.mono += ns
-
-
 def build_backlog(data_dir: Path, n: int) -> dict[str, Any]:
     """Append `n` readings, stamped over the past hours, in chunks; close the log."""
     chunks = -(-n // APPEND_CHUNK)
     now = time.time_ns()
-    clock = SteppedClock(now - chunks * CHUNK_STEP_NS, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    clock = FakeClock(now - chunks * CHUNK_STEP_NS, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
     events = EventLog(make_config(data_dir), clock=clock)
     t0 = time.perf_counter()
     try:
         for start in range(0, n, APPEND_CHUNK):
             bodies: list[Body] = [reading(i) for i in range(start, min(n, start + APPEND_CHUNK))]
             events.append_many(bodies)
-            clock.step(CHUNK_STEP_NS)
+            clock.advance(CHUNK_STEP_NS)
         next_seq = events.writer.next_seq
     finally:
         events.close()

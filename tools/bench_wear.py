@@ -12,8 +12,8 @@ interleaved, the order rotated each run:
     L      the log alone: no sink, no projection (the baseline)
     F      the log, one `http-json` sink to `python -m pilog.testing.receiver` in another
            process, and the `latest` and `rollup` projections, all at their defaults
-    LT     as L with `fsync_interval_ms = 2000` (`--tuned-fsync-ms`)
-    T      as F, for an SD card (docs/operations.md): `fsync_interval_ms = 2000` and the
+    LT     as L with `fsync_interval_ms = 5000` (`--tuned-fsync-ms`)
+    T      as F, for an SD card (docs/operations.md): `fsync_interval_ms = 5000` and the
            projections' `commit_interval = "60s"`; the sink saves its cursor after every
            acknowledged batch, as by default
     FA, TA as F and T on an aged data dir: a week of readings (one per sensor and minute)
@@ -59,10 +59,11 @@ from pilog.config import load_config
 from pilog.datadir import EventLog
 from pilog.events import Reading
 from pilog.log.reader import LogReader
+from pilog.testing.clock import FakeClock
 
 SENSORS = 5
 INTERVAL_MS = 100  # 5 sensors at 100 ms: 50 readings/s
-TUNED_FSYNC_MS = 2000  # rows LT, T (--tuned-fsync-ms): what a power cut may lose
+TUNED_FSYNC_MS = 5000  # rows LT, T (--tuned-fsync-ms): what a power cut may lose
 TUNED_COMMIT = "60s"  # row T: projection commits (a crash replays them from the log)
 HISTORY_DAYS = 7  # rows ending in "A": a week of readings (1 per sensor and minute) before
 
@@ -224,30 +225,13 @@ def config_text(data_dir: Path, url: str | None, tuned_fsync_ms: int | None) -> 
     return "\n".join(lines) + "\n"
 
 
-class SteppedClock:
-    """Wall and monotonic time that move only when `step` is called."""
-
-    def __init__(self, wall_ns: int, mono_ns: int) -> None:
-        self.wall, self.mono = wall_ns, mono_ns
-
-    def wall_ns(self) -> int:
-        return self.wall
-
-    def mono_ns(self) -> int:
-        return self.mono
-
-    def step(self, ns: int) -> None:
-        self.wall += ns
-        self.mono += ns
-
-
 def add_history(config: Path) -> int:
     """Append a week of the benchmark's sensors' readings, one per sensor and minute,
     stamped over the week before now by an earlier boot: an aged data dir, whose rollup
     holds its full retention of windows. Returns the readings appended."""
     minute_ns = 60 * 10**9
     minutes = HISTORY_DAYS * 24 * 60
-    clock = SteppedClock(time.time_ns() - minutes * minute_ns, 0)
+    clock = FakeClock(time.time_ns() - minutes * minute_ns, 0)
     loaded = load_config(config, {})
     events = EventLog(loaded, clock=clock)
     events.boot_id = os.urandom(16)  # not this boot: its monotonic times are not comparable
@@ -260,7 +244,7 @@ def add_history(config: Path) -> int:
                 "pressure_hpa": 1013.25 + 2.0 * math.sin(phase / 3),
             }
             events.append_many([Reading(f"s{i}", "synthetic", values) for i in range(SENSORS)])
-            clock.step(minute_ns)
+            clock.advance(minute_ns)
     finally:
         events.close()
     return minutes * SENSORS

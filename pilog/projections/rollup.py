@@ -141,6 +141,7 @@ class RollupProjection:
         self._changed: set[bytes] = set()
 
     def apply(self, events: Sequence[Event]) -> None:
+        pending = self._pending
         for event in events:
             body = event.body
             if not isinstance(body, Reading):
@@ -153,23 +154,25 @@ class RollupProjection:
                     continue
                 for window_s, window_ns in self._windows:
                     start = event.ts_ns // window_ns * window_ns
-                    self._add(window_key(series, window_s, start), value, event)
-                    self._note_newest(series, window_s, start)
-
-    def _add(self, key: bytes, value: Number, event: Event) -> None:
-        window = self._pending.get(key)
-        if window is None:
-            window = self._load(key)
-        if window is None:
-            self._pending[key] = Window(1, value, value, value, value, event.ts_ns, event.seq)
-            return
-        window.count += 1
-        window.min = min(window.min, value)
-        window.max = max(window.max, value)
-        window.sum = _storable(window.sum + value)
-        window.last = value
-        window.last_ts_ns = event.ts_ns
-        window.last_seq = event.seq
+                    key = window_key(series, window_s, start)
+                    window = pending.get(key)
+                    if window is None:
+                        # First touch of this window since the last flush: the only time
+                        # the newest starts can move (the hot path skips this).
+                        self._note_newest(series, window_s, start)
+                        window = self._load(key)
+                        if window is None:
+                            pending[key] = Window(
+                                1, value, value, value, value, event.ts_ns, event.seq
+                            )
+                            continue
+                    window.count += 1
+                    window.min = min(window.min, value)
+                    window.max = max(window.max, value)
+                    window.sum = _storable(window.sum + value)
+                    window.last = value
+                    window.last_ts_ns = event.ts_ns
+                    window.last_seq = event.seq
 
     def _load(self, key: bytes) -> Window | None:
         raw = self._db.get(key)
