@@ -94,20 +94,18 @@ class IndexStore:
             except sqlite3.DatabaseError as e:
                 problem = f"unreadable ({e})"
         if path.exists():
-            outdated = problem.startswith(_OUTDATED)
-            if outdated:  # an upgrade: nothing in it that the log and `cursors` do not give
+            if problem.startswith(_OUTDATED):  # an upgrade: nothing the log and cursors lack
                 path.unlink()
+                fate = "rebuilding it from the log, cursors kept"
             else:
                 broken = path.with_name(f"{path.name}.broken-{time.time_ns()}")
                 path.rename(broken)
+                fate = f"kept as {broken.name}, rebuilding from the log"
             for suffix in ("-wal", "-shm"):
                 side = path.with_name(path.name + suffix)
                 if side.exists():
                     side.unlink()
-            if outdated:
-                log.warning("index %s: rebuilding it from the log, cursors kept", problem)
-            else:
-                log.warning("index %s; kept as %s, rebuilding from the log", problem, broken.name)
+            log.warning("index %s; %s", problem, fate)
         store = cls(path)
         store._create(epoch_hex)
         store.rebuild(log_dir)

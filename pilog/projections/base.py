@@ -53,6 +53,10 @@ class StateDb(Protocol):
         """(key, value) in [start, end) in key order, as `txn` sees them."""
         ...
 
+    def delete(self, txn: lmdb.Transaction[bytes], key: bytes) -> None:
+        """Delete `key` if it is there."""
+        ...
+
     def delete_range(self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes) -> int:
         """Delete the keys in [start, end); return how many."""
         ...

@@ -85,6 +85,9 @@ class SubDb:
     def put(self, txn: lmdb.Transaction[bytes], key: bytes, value: bytes) -> None:
         txn.put(key, value, db=self._db)
 
+    def delete(self, txn: lmdb.Transaction[bytes], key: bytes) -> None:
+        txn.delete(key, db=self._db)
+
     def delete_range(self, txn: lmdb.Transaction[bytes], start: bytes, end: bytes) -> int:
         cursor = txn.cursor(db=self._db)
         deleted = 0
@@ -448,8 +451,9 @@ class CommitGroup:
             with contextlib.ExitStack() as held:
                 for r in self.runners:
                     held.enter_context(r.lock)
-                due = [(r, r.next_seq) for r in self.runners if r.pending]
-                done = [(r, seq) for r, seq in due if seq is not None]
+                done = [
+                    (r, seq) for r in self.runners if r.pending and (seq := r.next_seq) is not None
+                ]
                 if not done:
                     return {}
                 self.store.commit_many([(r.projection, seq) for r, seq in done])

@@ -234,7 +234,7 @@ class RollupProjection:
             if key.endswith(length) and _START.unpack(value)[0] - _BIAS < cutoff
         ]
         for key in stale:
-            self._db.delete_range(txn, key, key + b"\x00")  # exactly `key`
+            self._db.delete(txn, key)
             self._known.pop(key, None)
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None:
