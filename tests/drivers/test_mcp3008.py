@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -222,4 +223,12 @@ def test_without_a_fake_the_driver_opens_the_real_spidev() -> None:
         pytest.skip("this machine has /dev/spidev0.0: opening it is a hardware test")
     pytest.importorskip("spidev", reason="spidev (Linux only) is not installed")
     with pytest.raises(FileNotFoundError):
+        run_driver("mcp3008", {"channels": [0]})
+
+
+def test_without_spidev_installed_the_error_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "spidev", None)  # what `import spidev` sees when absent
+    with pytest.raises(ModuleNotFoundError, match=r"pilog\[spi\].*python3-spidev"):
         run_driver("mcp3008", {"channels": [0]})

@@ -106,7 +106,7 @@ class Mcp3008Driver(PollingDriver):
         """Open /dev/spidev<bus>.<device> (or the context's SpiDev) in SPI mode 0."""
         spi = self.ctx.spidev
         if spi is None:
-            spi = importlib.import_module("spidev").SpiDev()
+            spi = _spidev_module().SpiDev()
         spi.open(self._opts.bus, self._opts.device)
         try:
             spi.max_speed_hz = self._opts.max_speed_hz
@@ -137,6 +137,18 @@ class Mcp3008Driver(PollingDriver):
         if spi is not None:
             with contextlib.suppress(Exception):  # close must not raise; the device may be gone
                 spi.close()
+
+
+def _spidev_module() -> Any:
+    """The spidev module, or an error that says how to install it (it is an extra)."""
+    try:
+        return importlib.import_module("spidev")
+    except ImportError as e:
+        raise ModuleNotFoundError(
+            "the mcp3008 driver needs spidev, which pilog does not install by default: "
+            "pip install 'pilog[spi]' (needs a compiler), or apt install python3-spidev "
+            "with pilog in a venv made with --system-site-packages"
+        ) from e
 
 
 DRIVER = Mcp3008Driver
