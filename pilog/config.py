@@ -29,8 +29,6 @@ EMBEDDED_DEFAULT = """\
 data_dir = "./pilog-data"
 
 [log]
-fsync = "interval"
-fsync_interval_ms = 100
 segment_bytes = "16MiB"
 max_bytes = "256MiB"
 
@@ -112,7 +110,7 @@ def _dec_hook(typ: type, obj: object) -> object:
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fsync: Literal["always", "interval", "never"] = "interval"  # when appends reach the disk
-    fsync_interval_ms: int = 100  # "interval": the most a power cut can lose
+    fsync_interval_ms: int = 1000  # "interval": the most a power cut can lose
     segment_bytes: Size = Size(16 << 20)  # a segment is sealed at this size
     segment_max_age: Duration | None = None  # ... or after this long (none: size only)
     max_bytes: Size = Size(1 << 30)  # the log never grows past this (+ one segment)
@@ -165,6 +163,20 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return host.strip("[]"), int(port)
 
 
+class ProjectionsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`[projections]`: the lmdb map every `[[projection]]` shares (address space, not disk)."""
+
+    map_size: Size | None = None  # map to start with; default 1GiB, 512MiB on 32-bit systems
+    map_size_max: Size | None = None  # a full map doubles up to this; default 1TiB, 1GiB on 32-bit
+
+    def __post_init__(self) -> None:
+        for key, size in (("map_size", self.map_size), ("map_size_max", self.map_size_max)):
+            if size is not None and size < 64 << 10:
+                raise ValueError(f"{key} must be at least 64KiB")
+        if self.map_size and self.map_size_max and self.map_size_max < self.map_size:
+            raise ValueError("map_size_max must be at least map_size")
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     device_id: str = msgspec.field(default_factory=socket.gethostname)  # in every event id
     data_dir: Path = Path("/var/lib/pilog")  # log, index, projections; one pilog run each
@@ -175,7 +187,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sink: list[SinkConfig] = msgspec.field(default_factory=list)
     projection: list[ProjectionConfig] = msgspec.field(default_factory=list)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    projections: ProjectionsConfig = msgspec.field(default_factory=ProjectionsConfig)
     source: str = "<embedded default>"  # where the config came from; not a key of the file
+    # Where each [log] key and `mode` that is not a default came from: the file, or the
+    # environment variable that overrode it (for "which durability window and why").
+    origins: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.sensor]
@@ -268,7 +284,7 @@ SinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig | MqttSinkConfig
 
 class _ProjectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
     name: str = ""  # default: the type
-    commit_interval: Duration = Duration(5)  # state and cursor commit together, this often
+    commit_interval: Duration = Duration(60)  # state and cursor commit together, this often
 
 
 class LatestProjectionConfig(_ProjectionConfig, frozen=True, tag="latest"):
@@ -334,13 +350,16 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
 
 def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> Config:
     raw = dict(raw)
-    _apply_env(raw, environ)
-    if "source" in raw:
-        raise ConfigError(f"{source}: unknown key `source`")
+    for internal in ("source", "origins"):
+        if internal in raw:
+            raise ConfigError(f"{source}: unknown key `{internal}`")
+    origins = {key: source for key in _tracked_keys(raw)}
+    origins |= _apply_env(raw, environ)
     sensors = raw.get("sensor", [])
     if isinstance(sensors, list):
         raw["sensor"] = [_split_sensor(s) for s in sensors]
     raw["source"] = source
+    raw["origins"] = origins
     try:
         return msgspec.convert(raw, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
@@ -363,27 +382,38 @@ def _env_value(text: str) -> object:
         return text
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
-    """Overlay PILOG_* variables on the raw table."""
+def _tracked_keys(raw: dict[str, Any]) -> list[str]:
+    log_table = raw.get("log")
+    keys = [f"log.{k}" for k in log_table] if isinstance(log_table, dict) else []
+    return keys + (["mode"] if "mode" in raw else [])
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Overlay PILOG_* variables on the raw table; return the tracked keys they set."""
+    origins: dict[str, str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name in ("PILOG_CONFIG",):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if "__" in key:
             section, sub = key.split("__", 1)
-            if section not in ("log", "metrics"):
+            if section not in ("log", "metrics", "projections"):
                 # A misspelt section must not silently disable the setting it meant.
                 raise ConfigError(
                     f"environment variable {name}: no section [{section}] takes overrides; "
-                    "known: PILOG_LOG__<KEY>, PILOG_METRICS__<KEY>"
+                    "known: PILOG_LOG__<KEY>, PILOG_METRICS__<KEY>, PILOG_PROJECTIONS__<KEY>"
                 )
             table = raw[section] = dict(raw.get(section, {}))
             if isinstance(table, dict):
                 table[sub] = _env_value(value)
+                origins[f"{section}.{sub}"] = name
         elif key in ("device_id", "data_dir", "mode", "ephemeral_dir"):
             raw[key] = value
+            origins[key] = name
         elif key == "ephemeral" and value.strip().lower() in ("1", "true", "yes", "on"):
             raw["mode"] = "ephemeral"
+            origins["mode"] = name
+    return {k: v for k, v in origins.items() if k.startswith("log.") or k == "mode"}
 
 
 def _humanize(message: str) -> str:

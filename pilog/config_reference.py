@@ -29,12 +29,23 @@ Sizes are bytes or strings such as `"16MiB"`, `"512KiB"`, `"1GB"`; durations are
 strings such as `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`.
 
 Environment variables override the file: `PILOG_DEVICE_ID`, `PILOG_DATA_DIR`, `PILOG_MODE`,
-`PILOG_EPHEMERAL_DIR`, `PILOG_EPHEMERAL=1`, and `PILOG_<SECTION>__<KEY>` for `[log]` and
-`[metrics]` (`PILOG_LOG__FSYNC=always`). Secrets: `PILOG_SINK_<NAME>_TOKEN` and
-`PILOG_SINK_<NAME>_PASSWORD` when no `token_file` / `password_file` is set.
+`PILOG_EPHEMERAL_DIR`, `PILOG_EPHEMERAL=1`, and `PILOG_<SECTION>__<KEY>` for `[log]`,
+`[metrics]` and `[projections]` (`PILOG_LOG__FSYNC=always`). Secrets:
+`PILOG_SINK_<NAME>_TOKEN` and `PILOG_SINK_<NAME>_PASSWORD` when no `token_file` /
+`password_file` is set.
 """
 
-_NESTED = {"log", "sensor", "sink", "projection", "metrics", "options", "source"}
+_NESTED = {
+    "log",
+    "sensor",
+    "sink",
+    "projection",
+    "metrics",
+    "projections",
+    "options",
+    "source",
+    "origins",
+}
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -160,6 +171,12 @@ def render() -> str:
     )
     for cls in typing.get_args(c.ProjectionConfig):
         parts += [f'\n### `type = "{_tag(cls)}"`\n\n', _table(cls)]
+    parts += [
+        "\n## `[projections]`\n\nThe lmdb map all projections share: address space, not disk "
+        "(the file holds what they store). A full map doubles up to `map_size_max`; beyond it, "
+        "projections pause and say what to do: [projections](projections.md#the-lmdb-map).\n\n",
+        _table(c.ProjectionsConfig),
+    ]
     parts += ["\n## `[metrics]`\n\n", _table(c.MetricsConfig)]
     parts += ["\n## The embedded default\n\n```toml\n", c.EMBEDDED_DEFAULT, "```\n"]
     return "".join(parts)

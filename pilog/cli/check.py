@@ -15,6 +15,7 @@ from pilog.clock import SystemClock
 from pilog.config import Config, SensorConfig
 from pilog.drivers import DriverContext, StreamingDriver, find_driver
 from pilog.drivers.base import parse_options
+from pilog.durability import durability
 from pilog.errors import PilogError
 
 CHECK_TIMEOUT_S = 10.0
@@ -32,7 +33,7 @@ class Outcome:
 
 def check(config: Config, timeout_s: float = CHECK_TIMEOUT_S) -> list[Outcome]:
     """The data dir, then each sensor: driver found, options valid, device opens and reads."""
-    outcomes = [_check_data_dir(Path(config.data_dir))]
+    outcomes = [_check_data_dir(Path(config.data_dir)), _check_durability(config)]
     outcomes += [_check_sensor(config, sensor, timeout_s) for sensor in config.sensor]
     return outcomes
 
@@ -47,6 +48,13 @@ def _check_data_dir(path: Path) -> Outcome:
         return Outcome(str(path), "data dir", False, f"{probe} is not writable")
     detail = "exists, writable" if probe == path else f"will be created under {probe}"
     return Outcome(str(path), "data dir", True, detail)
+
+
+def _check_durability(config: Config) -> Outcome:
+    """The loss window in force and why; a setting that wears the card out says so."""
+    window = durability(config)
+    detail = window.summary() + (f". Warning: {window.advice}" if window.advice else "")
+    return Outcome("durability", "log", True, detail)
 
 
 def _check_sensor(config: Config, sensor: SensorConfig, timeout_s: float) -> Outcome:

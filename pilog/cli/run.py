@@ -17,6 +17,7 @@ from pilog.config import Config
 from pilog.consumers import ConsumerGroup
 from pilog.control import SOCKET_NAME, ControlServer
 from pilog.datadir import EventLog
+from pilog.durability import durability, durability_dict
 from pilog.ephemeral import check_owner
 from pilog.errors import ConfigError, DataDirError, LogError
 from pilog.metrics import MetricsServer, collect, render
@@ -49,6 +50,10 @@ def run(config: Config) -> None:
             config.log.fsync,
             config.source,
         )
+        window = durability(config)
+        log.info("durability: %s", window.summary())
+        if window.advice:
+            log.warning("durability: %s", window.advice)
         consumers.start()
         asyncio.run(_serve(config, events, clock, consumers, early_stop))
     finally:
@@ -192,6 +197,7 @@ def live_status(
             "refusing": writer.refusing,
             "io_error": str(writer.io_error) if writer.io_error else None,
         },
+        "durability": durability_dict(events.config),
         "drivers": [dataclasses.asdict(h) for h in runtime.health.values()],
         "consumers": consumers.states(),
         "clock": {

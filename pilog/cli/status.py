@@ -14,6 +14,7 @@ from pilog.cli.common import human_age, human_bytes
 from pilog.config import Config, projection_name
 from pilog.control import query
 from pilog.datadir import writer_pid
+from pilog.durability import durability_dict
 from pilog.events import rfc3339
 from pilog.history import History
 from pilog.index.store import Rewind
@@ -81,7 +82,10 @@ def collect(config: Config) -> dict[str, Any]:
         finally:
             index.close()
     live = query(config.data_dir, {"cmd": "status"}) if status["writer_pid"] else None
+    # The running process's own window when it answers: its config is the one in force.
+    status["durability"] = durability_dict(config)
     if live is not None and "error" not in live:
+        status["durability"] = live.get("durability", status["durability"])
         status["durable_seq"] = live["writer"]["durable_seq"]
         status["writer"] = live["writer"]
         status["drivers"] = live["drivers"]
@@ -145,7 +149,7 @@ def render(status: dict[str, Any], console: Console) -> None:
             else "empty",
         ),
         ("durable seq", str(status["durable_seq"]) if status["durable_seq"] is not None else "-"),
-        ("fsync", status["fsync"]),
+        ("durability", _durability_line(status["durability"])),
         ("repairs", str(status["repairs"])),
         ("gaps", str(status["gaps"])),
         ("quarantine", f"{len(status['quarantined_files'])} file(s)"),
@@ -167,6 +171,11 @@ def render(status: dict[str, Any], console: Console) -> None:
         console.print("drivers: pilog is not running (health is live state)")
     for inc in status["incidents"]:
         console.print(f"  {inc['ts']}  #{inc['seq']}  {inc['kind']}: {inc['detail']}")
+
+
+def _durability_line(d: dict[str, Any]) -> str:
+    line = str(d["summary"])
+    return f"{line}\n[yellow]{d['advice']}[/yellow]" if d.get("advice") else line
 
 
 def _writer_line(w: dict[str, Any]) -> str:

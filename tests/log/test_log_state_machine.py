@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -60,10 +60,24 @@ class LogMachine(RuleBasedStateMachine):
 
     # -- opening --------------------------------------------------------------------------
 
-    @initialize(preallocate=st.booleans(), seed=st.integers(0, 2**32 - 1))
-    def open_new_log(self, preallocate: bool, seed: int) -> None:
+    @initialize(
+        preallocate=st.booleans(),
+        seed=st.integers(0, 2**32 - 1),
+        align_bytes=st.sampled_from([0, 16, 64, 4096]),
+        zero_ahead_bytes=st.sampled_from([0, 40, 256]),
+    )
+    def open_new_log(
+        self, preallocate: bool, seed: int, align_bytes: int, zero_ahead_bytes: int
+    ) -> None:
         self.fs = FaultyFileSystem(seed=seed)
-        self.options = options(segment_bytes=SEGMENT_BYTES, preallocate=preallocate)
+        # Blocks far smaller than a disk's, so that small appends cross them: the committer's
+        # block-aligned commits (`commit_when_due`) then leave frames half written.
+        self.options = options(
+            segment_bytes=SEGMENT_BYTES,
+            preallocate=preallocate,
+            align_bytes=align_bytes,
+            zero_ahead_bytes=zero_ahead_bytes,
+        )
         self.writer, repairs = open_log(self.log_dir, self.quarantine, self.options, fs=self.fs)
         assert repairs == []
         assert self.writer.next_seq == 0
@@ -160,6 +174,23 @@ class LogMachine(RuleBasedStateMachine):
             assert fired or self.failed, f"sync failed without an injected fault: {error}"
             assert error.errno in (errno.ENOSPC, errno.EIO)
         self.observe_durable()
+
+    @rule()
+    def tick_with_nothing_due(self) -> None:
+        """A committer tick before anything is due: it only closes the batch appends go to."""
+        assert self.writer is not None
+        self.writer._commit_when_due(3600.0)
+
+    @rule()
+    def commit_when_due(self) -> None:
+        """What the committer does when the oldest record is due: block-aligned if it can."""
+        assert self.writer is not None
+        pending = len(self.taken) - (self.writer.durable_seq + 1)
+        self.writer._commit_when_due(0.0)
+        self.observe_faults()
+        self.observe_durable()
+        if pending and self.durable < len(self.taken) and not self.failed:
+            event("a block-aligned commit left records pending")
 
     @rule()
     def rotate(self) -> None:

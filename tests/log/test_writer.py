@@ -941,3 +941,113 @@ def test_reading_many_segments_lists_the_directory_a_bounded_number_of_times(
     assert error is None
     assert [s for s, _ in records] == list(range(2000))
     assert listings <= 3  # not one per segment: long logs read in linear time
+
+
+# -- block-aligned commits and zero-ahead -------------------------------------------------------
+
+
+def _two_batches(writer: LogWriter, first: int, second: int) -> None:
+    """Append `first` records, let the committer close that batch (nothing is due for an
+    hour), then append `second` more: two batches, as ticks of a running committer make."""
+    start = writer.next_seq
+    writer.append_many(payload(start + i) for i in range(first))
+    writer._commit_when_due(3600.0)
+    writer.append_many(payload(start + first + i) for i in range(second))
+
+
+def _records_ending_by(offset: int, count: int) -> int:
+    """How many of `count` records of `payload(i)` end at or before `offset` of a segment."""
+    ends = [HEADER_BYTES + frame_size(len(payload(0))) * (i + 1) for i in range(count)]
+    return sum(1 for end in ends if end <= offset)
+
+
+def test_a_due_commit_writes_whole_blocks_and_keeps_the_rest_pending(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    writer, _ = open_writer(align_bytes=64)
+    _two_batches(writer, 3, 7)
+    total = HEADER_BYTES + 10 * frame_size(len(payload(0)))
+    boundary = total // 64 * 64
+    assert boundary > HEADER_BYTES + 3 * frame_size(len(payload(0)))  # covers the first batch
+
+    writer._commit_when_due(0.0)
+
+    assert writer.segments()[-1].size == boundary  # a record straddles it, half written
+    durable = _records_ending_by(boundary, 10)
+    assert writer.durable_seq == durable - 1
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(durable)], None)
+    writer.sync()
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(10)], None)
+
+
+def test_a_due_commit_that_cannot_cover_the_oldest_batch_with_blocks_writes_everything(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    writer, _ = open_writer(align_bytes=4096)
+    _two_batches(writer, 3, 2)  # far less than a block: the due records must not wait
+
+    writer._commit_when_due(0.0)
+
+    assert writer.durable_seq == 4
+    assert len(read_all(log_dir)[0]) == 5
+
+
+def test_a_power_cut_after_an_aligned_commit_keeps_every_acknowledged_record(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    fs = FaultyFileSystem()
+    writer, _ = open_writer(fs=fs, align_bytes=64)
+    _two_batches(writer, 3, 7)
+    writer._commit_when_due(0.0)
+    acknowledged = writer.durable_seq + 1
+
+    writer, repairs = crash_and_reopen(fs, writer, open_writer)
+
+    # The straddling record's first half was synced: cut as a torn tail, as after any crash.
+    assert [r.offset for r in repairs] == [HEADER_BYTES + acknowledged * frame_size(24)]
+    assert writer.next_seq == acknowledged
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(acknowledged)], None)
+
+
+def test_aligned_commits_continue_a_half_written_record(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    writer, _ = open_writer(align_bytes=16)
+    expected = 0
+    for round_ in range(6):
+        _two_batches(writer, 2, 3)
+        expected += 5
+        writer._commit_when_due(0.0)
+        assert writer.segments()[-1].size % 16 == 0, round_
+    writer.sync()
+
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(expected)], None)
+
+
+def test_zero_ahead_writes_zeros_after_the_data_while_commits_are_small(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    fs = FaultyFileSystem()
+    writer, _ = open_writer(fs=fs, preallocate=True, align_bytes=64, zero_ahead_bytes=1024)
+    _two_batches(writer, 3, 7)
+    written = fs.stats.bytes_written
+
+    writer._commit_when_due(0.0)
+
+    boundary = writer.segments()[-1].size
+    # The whole blocks, then 1 KiB of zeros from the end of the data on (not past the cut:
+    # the straddling record's bytes are still to come).
+    assert fs.stats.bytes_written - written == (boundary - HEADER_BYTES) + 1024
+    writer.sync()
+    assert read_all(log_dir) == ([(i, payload(i)) for i in range(10)], None)
+
+
+def test_no_zero_ahead_without_preallocation(open_writer: OpenWriter) -> None:
+    fs = FaultyFileSystem()
+    writer, _ = open_writer(fs=fs, preallocate=False, align_bytes=64, zero_ahead_bytes=1024)
+    _two_batches(writer, 3, 7)
+    written = fs.stats.bytes_written
+
+    writer._commit_when_due(0.0)
+
+    assert fs.stats.bytes_written - written == writer.segments()[-1].size - HEADER_BYTES
