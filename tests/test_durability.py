@@ -186,5 +186,6 @@ def test_check_and_status_report_the_window_in_force(tmp_path: Path) -> None:
     assert "$PILOG_LOG__FSYNC_INTERVAL_MS" in row["detail"]
     assert status.returncode == 0, status.stderr
     window = json.loads(status.stdout)["durability"]
+    assert window["of"] == "this config (pilog not running)"
     assert window["window_ms"] == 700
     assert window["why"] == "log.fsync_interval_ms = 700 (from $PILOG_LOG__FSYNC_INTERVAL_MS)"

@@ -83,9 +83,11 @@ def collect(config: Config) -> dict[str, Any]:
             index.close()
     live = query(config.data_dir, {"cmd": "status"}) if status["writer_pid"] else None
     # The running process's own window when it answers: its config is the one in force.
-    status["durability"] = durability_dict(config)
+    status["durability"] = durability_dict(config) | {"of": "this config (pilog not running)"}
     if live is not None and "error" not in live:
-        status["durability"] = live.get("durability", status["durability"])
+        status["durability"] = live.get("durability", status["durability"]) | {
+            "of": "the running pilog"
+        }
         status["durable_seq"] = live["writer"]["durable_seq"]
         status["writer"] = live["writer"]
         status["drivers"] = live["drivers"]
@@ -175,6 +177,8 @@ def render(status: dict[str, Any], console: Console) -> None:
 
 def _durability_line(d: dict[str, Any]) -> str:
     line = str(d["summary"])
+    if d.get("of") != "the running pilog":
+        line = f"(pilog not running; with this config) {line}"
     return f"{line}\n[yellow]{d['advice']}[/yellow]" if d.get("advice") else line
 
 
