@@ -1,14 +1,16 @@
 """Projections: local views of the log in lmdb (`latest`, `rollup`), and rebuilding them.
 
-A consumer loop opens one `ProjectionStore` per process, wraps each configured projection in
-a `ProjectionRunner` (`open_runners`), feeds it batches from the runner's `next_seq` on, and
-calls `maybe_commit` as time passes and `commit` at shutdown.
+A consumer loop opens one `ProjectionStore` per process (`open_store`), wraps each configured
+projection in a `ProjectionRunner` (`open_runners`), feeds it batches from the runner's
+`next_seq` on, and calls `maybe_commit` as time passes and `commit` at shutdown.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import msgspec
 
 from pilog.config import (
     Config,
@@ -20,7 +22,12 @@ from pilog.config import (
 from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import LockedError
 from pilog.history import History
-from pilog.projections.base import Projection, ProjectionError, ProjectionMeta
+from pilog.projections.base import (
+    Projection,
+    ProjectionError,
+    ProjectionFullError,
+    ProjectionMeta,
+)
 from pilog.projections.latest import LatestProjection
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
 from pilog.projections.rollup import RollupProjection
@@ -28,11 +35,13 @@ from pilog.projections.rollup import RollupProjection
 __all__ = [
     "Projection",
     "ProjectionError",
+    "ProjectionFullError",
     "ProjectionMeta",
     "ProjectionRunner",
     "ProjectionStore",
     "make_projection",
     "open_runners",
+    "open_store",
     "projections_path",
     "rebuild",
 ]
@@ -40,6 +49,16 @@ __all__ = [
 # Events a rebuild applies between commits: bounds the pending state held in memory.
 REBUILD_COMMIT_EVENTS = 50_000
 _REBUILD_BATCH = 1024
+
+
+def open_store(config: Config) -> ProjectionStore:
+    """The writer's store of `config`'s data dir, its map sized by `[projections]`."""
+    sizes = config.projections
+    return ProjectionStore(
+        projections_path(config.data_dir),
+        map_size=sizes.map_size,
+        map_size_max=sizes.map_size_max,
+    )
 
 
 def make_projection(config: ProjectionConfig, store: ProjectionStore) -> Projection:
@@ -84,7 +103,7 @@ def rebuild(data_dir: Path, config: Config, names: list[str] | None = None) -> d
     if pid is not None and pid != os.getpid():
         raise LockedError(str(data_dir), pid)
     selected = select(config, names)
-    with ProjectionStore(projections_path(data_dir)) as store:
+    with open_store(msgspec.structs.replace(config, data_dir=data_dir)) as store:
         runners = open_runners(config, store, [projection_name(p) for p in selected])
         for runner in runners:
             runner.reset()

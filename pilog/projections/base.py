@@ -22,6 +22,11 @@ class ProjectionError(PilogError):
     """Projections cannot be read or rebuilt (none yet, unknown name, sensor or field)."""
 
 
+class ProjectionFullError(ProjectionError):
+    """The projections' lmdb map is full and cannot grow, or does not fit in the address
+    space: `pilog run` pauses its projections (logging and sinks go on); says the fix."""
+
+
 class ProjectionMeta(msgspec.Struct, array_like=True, frozen=True):
     """What a stored projection is, so that readers need no config to interpret it.
 
@@ -74,8 +79,11 @@ class Projection(Protocol):
       its effect in memory (reading committed values through its `StateDb` when a key is
       first touched) and writes nothing.
     - `flush(txn)` writes every pending change into `txn` (its own sub-database only) and
-      forgets them; if the transaction is aborted instead of committed, the caller discards
-      the projection and starts a fresh one from the stored cursor.
+      keeps them pending, changing nothing else in memory: the transaction may be aborted
+      (a full map is grown) and `flush` called again with a new one, or the commit retried
+      later after more `apply`.
+    - `committed()` follows the commit of the transaction of the last `flush`: the changes
+      it wrote are no longer pending.
     - The bytes stored depend only on the sequence of events applied, never on how they were
       split into batches or commits, nor on the wall clock of the machine: a rebuild from
       the log is byte-identical to the state kept incrementally.
@@ -89,6 +97,8 @@ class Projection(Protocol):
     def apply(self, events: Sequence[Event]) -> None: ...
 
     def flush(self, txn: lmdb.Transaction[bytes]) -> None: ...
+
+    def committed(self) -> None: ...
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None: ...
 

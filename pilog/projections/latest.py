@@ -69,6 +69,8 @@ class LatestProjection:
         # Sorted: lmdb inserts in key order touch each leaf page once.
         for key in sorted(self._pending):
             self._db.put(txn, key, _encode(self._pending[key]))
+
+    def committed(self) -> None:
         self._pending.clear()
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None:

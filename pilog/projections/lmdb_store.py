@@ -7,6 +7,12 @@ its cursor are written in one write transaction (invariant 4).
 One environment per process: lmdb's locks are per (process, file), so opening it twice in one
 process is refused by py-lmdb. Readers in other processes (`pilog show`) open it read-only
 while `pilog run` writes; lmdb's MVCC gives them the last committed snapshot, never a torn one.
+
+The map (address space, not disk; see lmdb_map.py) grows when a write transaction finds it
+full: the transaction is aborted, the map doubled and the transaction run again, so writers
+pass their work as a function (`_write`). Every transaction of the process passes a
+`TxnGate` that keeps them out of the remap. A reader maps what the file holds and adopts a
+map the writer grew when lmdb says so (`MDB_MAP_RESIZED`).
 """
 
 from __future__ import annotations
@@ -17,21 +23,35 @@ import itertools
 import logging
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import lmdb
 import msgspec
 
 from pilog.events import Event
 from pilog.log import naming
-from pilog.projections.base import Projection, ProjectionError, ProjectionMeta
+from pilog.projections.base import (
+    Projection,
+    ProjectionError,
+    ProjectionFullError,
+    ProjectionMeta,
+)
+from pilog.projections.lmdb_map import (
+    MapLimits,
+    TxnGate,
+    address_space_free,
+    is_32bit,
+    map_limits,
+    size_text,
+    whole_pages,
+)
 
 log = logging.getLogger("pilog.projections")
 
-# Address space, not disk: the file grows with the data. 1 GiB still maps on a 32-bit Pi OS.
-MAP_SIZE_BYTES = 1 << 30
+T = TypeVar("T")
 MAX_DBS = 64  # one `state:<name>` per projection, plus `cursors` and `meta`
 _CURSORS = b"cursors"
 _META = b"meta"
@@ -59,8 +79,8 @@ def prefix_end(prefix: bytes) -> bytes | None:
 class SubDb:
     """One projection's sub-database (the `StateDb` of base.py)."""
 
-    def __init__(self, env: lmdb.Environment, db: lmdb._Database | None) -> None:
-        self._env = env
+    def __init__(self, store: ProjectionStore, db: lmdb._Database | None) -> None:
+        self._store = store
         self._db = db  # None: a reader found no such sub-database yet; it reads as empty
 
     @property
@@ -70,13 +90,13 @@ class SubDb:
     def get(self, key: bytes) -> bytes | None:
         if self._db is None:
             return None
-        with self._env.begin(db=self._db) as txn:
+        with self._store.read(self._db) as txn:
             return txn.get(key)
 
     def last_in(self, prefix: bytes) -> bytes | None:
         if self._db is None:
             return None
-        with self._env.begin(db=self._db) as txn:
+        with self._store.read(self._db) as txn:
             return last_key_in(txn.cursor(), prefix)
 
     def get_in(self, txn: lmdb.Transaction[bytes], key: bytes) -> bytes | None:
@@ -136,40 +156,157 @@ def last_key_in(cursor: lmdb.Cursor[bytes], prefix: bytes) -> bytes | None:
 
 
 class ProjectionStore:
-    """The projections' lmdb environment: state, cursors and meta of every projection."""
+    """The projections' lmdb environment: state, cursors and meta of every projection.
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    A writer's map starts at `map_size` and doubles when full, up to `map_size_max` (None:
+    what the address space affords, lmdb_map.py). When it cannot grow, writes raise
+    `ProjectionFullError` naming the fix and reads go on; after a remap that failed (no
+    address space), lmdb has no map left and every call raises it.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        map_size: int | None = None,
+        map_size_max: int | None = None,
+    ) -> None:
         self.path = path
         self.readonly = readonly
-        self.env = _open_env(path, readonly)
-        self._subdbs: dict[str, SubDb] = {}
-        self._cursors = self._open_db(_CURSORS)
-        self._meta = self._open_db(_META)
-        if not readonly:
-            # A reader killed mid-transaction (kill -9 of `pilog show`) leaves its slot taken,
-            # which pins old pages and grows the file; the writer clears dead slots at start.
-            self.env.reader_check()
+        self.limits = map_limits(map_size, map_size_max)
+        self._gate = TxnGate()
+        self._broken: str | None = None  # why the environment is unusable (a failed remap)
+        self.env = _open_env(path, readonly, self.limits)
+        try:
+            self._subdbs: dict[str, SubDb] = {}
+            self._cursors = self._open_db(_CURSORS)
+            self._meta = self._open_db(_META)
+            if not readonly:
+                # A reader killed mid-transaction (kill -9 of `pilog show`) leaves its slot
+                # taken, which pins old pages and grows the file; the writer clears dead
+                # slots at start (and when the map is full, see `_make_room`).
+                self.env.reader_check()
+        except BaseException:
+            self.env.close()
+            raise
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def read(self, db: lmdb._Database | None = None) -> Iterator[lmdb.Transaction[bytes]]:
+        """A read transaction (on `db` by default), after adopting a map the writer grew."""
+        while True:
+            self._check()
+            with self._gate.txn():
+                try:
+                    txn = self.env.begin(db=db)
+                except lmdb.MapResizedError:
+                    pass  # the data grew past this process's map: adopt it, outside the gate
+                else:
+                    with txn:
+                        yield txn
+                    return
+            self._adopt_grown_map()
+
+    def _write(self, work: Callable[[lmdb.Transaction[bytes]], T]) -> T:
+        """`work` in one write transaction; when the map is full, grow it and run `work`
+        again in a new one (so `work` must leave memory as it found it until the commit)."""
+        while True:
+            self._check()
+            try:
+                with self._gate.txn():
+                    full_at = self._map_bytes()
+                    with self.env.begin(write=True) as txn:
+                        return work(txn)
+            except lmdb.MapFullError:
+                self._make_room(full_at)
+
+    def map_size(self) -> int:
+        """The size of the map now, in bytes."""
+        self._check()
+        with self._gate.txn():
+            return self._map_bytes()
+
+    def _map_bytes(self) -> int:
+        # Within the gate: lmdb reads the meta page through the map, which a remap replaces.
+        return int(self.env.info()["map_size"])
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise ProjectionFullError(self._broken)
+
+    def _make_room(self, full_at: int) -> None:
+        """After MDB_MAP_FULL with a map of `full_at` bytes: free what dead readers pinned,
+        else grow the map; ProjectionFullError when it cannot grow."""
+        with self._gate.alone():
+            self._check()
+            current = self._map_bytes()
+            if current > full_at:
+                return  # another thread grew it meanwhile
+            if self.env.reader_check():
+                return  # their pages are free again: try once more before growing
+            new = self.limits.grown(current)
+            if new is None:
+                raise ProjectionFullError(_full_message(self.path, current))
+            if not address_space_free(new):
+                raise ProjectionFullError(_no_room_message(self.path, current, new))
+            self._remap(new, f"grow the map from {size_text(current)} to {size_text(new)}")
+        log.warning(
+            "projections in %s: the lmdb map was full at %s; grew it to %s (at most %s)",
+            self.path,
+            size_text(current),
+            size_text(new),
+            size_text(self.limits.ceiling),
+        )
+
+    def _adopt_grown_map(self) -> None:
+        """A reader: map what the file holds now (the writer grew it past this map)."""
+        with self._gate.alone():
+            self._check()
+            size = max(self._map_bytes(), _file_bytes(self.path))
+            self._remap(size, f"map the grown file ({size_text(size)})")
+
+    def _remap(self, size: int, what: str) -> None:
+        """`env.set_mapsize`; a failure leaves the environment unusable (lmdb unmapped the
+        old map first): close it and make every later call raise why."""
+        try:
+            self.env.set_mapsize(size)
+        except lmdb.Error as e:
+            self._broken = _remap_message(self.path, what, e)
+            with contextlib.suppress(lmdb.Error):
+                self.env.close()
+            raise ProjectionFullError(self._broken) from e
 
     def _open_db(self, name: bytes) -> lmdb._Database | None:
-        if self.readonly:
+        # Without a txn of ours: py-lmdb keeps a handle only from a transaction it commits.
+        while True:
+            self._check()
             try:
-                return self.env.open_db(name, create=False)
+                with self._gate.txn():
+                    full_at = self._map_bytes()
+                    return self.env.open_db(name, create=not self.readonly)
             except lmdb.NotFoundError:
-                return None  # nothing committed under this name yet
-        return self.env.open_db(name)
+                return None  # a reader: nothing committed under this name yet
+            except lmdb.MapResizedError:
+                self._adopt_grown_map()
+            except lmdb.MapFullError:
+                self._make_room(full_at)  # creating a sub-database is a write transaction
+
+    # -- projections --------------------------------------------------------------------
 
     def db(self, name: str) -> SubDb:
         """The sub-database of projection `name` (a reader sees a missing one as empty)."""
         sub = self._subdbs.get(name)
         if sub is None:
-            sub = SubDb(self.env, self._open_db(_state_db_name(name)))
+            sub = SubDb(self, self._open_db(_state_db_name(name)))
             if not sub.missing:  # a reader looks again next time: the writer may create it
                 self._subdbs[name] = sub
         return sub
 
     def cursor(self, name: str) -> int | None:
         """The next seq projection `name` handles; None if it never committed."""
-        with self.env.begin() as txn:
+        with self.read() as txn:
             return self._get_cursor(txn, name)
 
     def _get_cursor(self, txn: lmdb.Transaction[bytes], name: str) -> int | None:
@@ -182,7 +319,7 @@ class ProjectionStore:
         """The meta of every projection ever prepared here, by name."""
         if self._meta is None:
             return {}
-        with self.env.begin(db=self._meta) as txn:
+        with self.read(self._meta) as txn:
             return {k.decode(): _meta_decoder.decode(v) for k, v in txn.cursor()}
 
     @contextmanager
@@ -194,7 +331,7 @@ class ProjectionStore:
         """
         for name in self.metas():
             self.db(name)
-        with self.env.begin() as txn:
+        with self.read() as txn:
             yield Snapshot(self, txn)
 
     def prepare(self, projection: Projection) -> bool:
@@ -205,10 +342,13 @@ class ProjectionStore:
         stored = self.metas().get(projection.name)
         if stored == projection.meta:
             return False
-        with self.env.begin(write=True) as txn:
+
+        def record(txn: lmdb.Transaction[bytes]) -> None:
             if stored is not None:
                 self._reset(txn, projection)
             txn.put(projection.name.encode(), _meta_encoder.encode(projection.meta), db=self._meta)
+
+        self._write(record)
         if stored is not None:
             log.warning(
                 "projection %s changed (%s -> %s): rebuilding it from the log",
@@ -227,17 +367,23 @@ class ProjectionStore:
 
         One transaction is one fdatasync and one copy of the pages every commit rewrites
         (the meta page, the free list, the cursors, the sub-database records): committing
-        projections together is how they stay cheap on an SD card (invariant 10).
+        projections together is how they stay cheap on an SD card (invariant 10). Their
+        pending state is forgotten only once it committed: a transaction aborted on a full
+        map runs again, and one that failed otherwise is retried later, with it all.
         """
-        with self.env.begin(write=True) as txn:
+
+        def flush(txn: lmdb.Transaction[bytes]) -> None:
             for projection, next_seq in done:
                 projection.flush(txn)
                 txn.put(projection.name.encode(), _CURSOR.pack(next_seq), db=self._cursors)
 
+        self._write(flush)
+        for projection, _ in done:
+            projection.committed()
+
     def reset(self, projection: Projection) -> None:
         """Delete the projection's state and cursor in one transaction."""
-        with self.env.begin(write=True) as txn:
-            self._reset(txn, projection)
+        self._write(lambda txn: self._reset(txn, projection))
 
     def _reset(self, txn: lmdb.Transaction[bytes], projection: Projection) -> None:
         projection.clear(txn)
@@ -278,8 +424,9 @@ class Snapshot:
         return self.items(name, prefix, prefix_end(prefix))
 
 
-def _open_env(path: Path, readonly: bool) -> lmdb.Environment:
-    if readonly and not (path / "data.mdb").exists():
+def _open_env(path: Path, readonly: bool, limits: MapLimits) -> lmdb.Environment:
+    data = path / "data.mdb"
+    if readonly and not data.exists():
         raise ProjectionError(
             f"no projections yet in {path.parent}: is a [[projection]] configured "
             "and has pilog run?"
@@ -287,6 +434,9 @@ def _open_env(path: Path, readonly: bool) -> lmdb.Environment:
     if not readonly:
         # Made here, not by lmdb: lmdb would give the directory the files' mode, without x.
         path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    # A reader maps what the file holds (lmdb raises a smaller map to the data in use), so
+    # `pilog show` on a 32-bit box takes no more address space than the store needs.
+    size = _file_bytes(path) if readonly else limits.initial
     try:
         # sync=True, metasync=False: one fdatasync of the data pages per commit instead of two
         # (data, then meta page), at most every commit_interval (invariant 10). lmdb keeps its
@@ -295,7 +445,7 @@ def _open_env(path: Path, readonly: bool) -> lmdb.Environment:
         # writemap stays off: with it, a stray write through the map could corrupt the file.
         return lmdb.open(
             str(path),
-            map_size=MAP_SIZE_BYTES,
+            map_size=size,
             subdir=True,
             readonly=readonly,
             create=not readonly,
@@ -309,10 +459,18 @@ def _open_env(path: Path, readonly: bool) -> lmdb.Environment:
             lock=True,
         )
     except lmdb.Error as e:
-        raise _env_error(path, readonly, e) from e
+        raise _env_error(path, readonly, size, e) from e
 
 
-def _env_error(path: Path, readonly: bool, e: lmdb.Error) -> ProjectionError:
+def _file_bytes(path: Path) -> int:
+    """The size of the data file in whole pages (at least one)."""
+    try:
+        return whole_pages(max(1, (path / "data.mdb").stat().st_size))
+    except FileNotFoundError:
+        return whole_pages(1)
+
+
+def _env_error(path: Path, readonly: bool, size: int, e: lmdb.Error) -> ProjectionError:
     if "Permission denied" in str(e) or getattr(e, "code", None) == errno.EACCES:
         if readonly:
             return ProjectionError(
@@ -320,7 +478,69 @@ def _env_error(path: Path, readonly: bool, e: lmdb.Error) -> ProjectionError:
                 f"{path}/lock.mdb; run as the user that runs pilog)"
             )
         return ProjectionError(f"cannot open projections in {path}: permission denied")
+    if _out_of_address_space(e):
+        return ProjectionFullError(_map_open_message(path, readonly, size, e))
     return ProjectionError(f"cannot open projections in {path}: {e}")
+
+
+def _out_of_address_space(e: lmdb.Error) -> bool:
+    return isinstance(e, lmdb.MemoryError) or "Cannot allocate memory" in str(e)
+
+
+def _bits() -> str:
+    return "32-bit" if is_32bit() else "64-bit"
+
+
+_REBUILT = "stop pilog and delete {path}: projections are rebuilt from the log on the next start"
+
+
+def _map_open_message(path: Path, readonly: bool, size: int, e: lmdb.Error) -> str:
+    """Opening failed for want of address space: what to change."""
+    held = size_text(_file_bytes(path))
+    if readonly:
+        fix = f"the store holds {held}; a smaller one: " + _REBUILT.format(path=path)
+    else:
+        fix = (
+            f'set a smaller map in pilog.toml, e.g. [projections] map_size = "256MiB" (the '
+            f"store holds {held} now; the map grows when full), or "
+        ) + _REBUILT.format(path=path)
+    return (
+        f"cannot map the projections in {path}: {size_text(size)} of address space is not "
+        f"free in this {_bits()} process ({e}); {fix}"
+    )
+
+
+def _full_message(path: Path, size: int) -> str:
+    """The map is at its ceiling: what to change. The projections pause; logging goes on."""
+    return (
+        f"the projections in {path} are full: their lmdb map is at its ceiling of "
+        f"{size_text(size)} ([projections] map_size_max; {_bits()} process). Raise "
+        f"map_size_max (and map_size) in pilog.toml and restart pilog; or rebuild them with "
+        f"`pilog replay --projection NAME --from 0` (fewer windows take less); or "
+        + _REBUILT.format(path=path)
+    )
+
+
+def _no_room_message(path: Path, size: int, new: int) -> str:
+    """The map is full and the address space has no room for the larger one."""
+    return (
+        f"the projections in {path} are full: their lmdb map of {size_text(size)} cannot grow "
+        f"to {size_text(new)}, this {_bits()} process has no room for it in its address "
+        f'space. Set [projections] map_size = "{size_text(new)}" in pilog.toml (mapped at '
+        f"start, while the address space is free) and restart pilog; or rebuild them with "
+        f"`pilog replay --projection NAME --from 0` (fewer windows take less); or "
+        + _REBUILT.format(path=path)
+    )
+
+
+def _remap_message(path: Path, what: str, e: lmdb.Error) -> str:
+    """Remapping failed (address space): the environment is closed until pilog restarts."""
+    room = " (no room in the address space)" if _out_of_address_space(e) else ""
+    return (
+        f"cannot {what} of the projections in {path}: {e}{room}; they are paused until pilog "
+        f"restarts. Set [projections] map_size_max in pilog.toml below what failed, or "
+        + _REBUILT.format(path=path)
+    )
 
 
 class ProjectionRunner:
@@ -411,7 +631,13 @@ class ProjectionRunner:
     def reset(self) -> None:
         """Forget all state and the cursor: the next batch may start anywhere."""
         with self.lock:
-            self.store.reset(self.projection)
+            try:
+                self.store.reset(self.projection)
+            except BaseException:
+                # `clear` dropped the pending state, and the transaction that would have
+                # dropped the stored state too did not commit: go on from the stored cursor.
+                self.next_seq = self.committed_seq
+                raise
             self.next_seq = None
             self.committed_seq = None
 

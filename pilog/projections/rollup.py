@@ -139,6 +139,7 @@ class RollupProjection:
         # the entries to write at the next flush. Small: one entry per series and length.
         self._known: dict[bytes, int | None] = {}
         self._changed: set[bytes] = set()
+        self._pruned: list[bytes] = []  # entries the last flush deleted, for `committed`
 
     def apply(self, events: Sequence[Event]) -> None:
         pending = self._pending
@@ -217,16 +218,25 @@ class RollupProjection:
             newest = self._known[entry]
             assert newest is not None  # only entries seen in a reading are changed
             self._db.put(txn, entry, _START.pack(newest + _BIAS))
+        pruned = []
         for window_s, cutoff in sorted((w, c) for w, c in cutoffs.items() if c is not None):
             first, _ = _length_range(window_s)
             self._db.delete_range(txn, first, first + _START.pack(cutoff + _BIAS))
-            self._prune_series(txn, window_s, cutoff)
+            pruned += self._prune_series(txn, window_s, cutoff)
+        self._pruned = pruned  # of this transaction only: an aborted one is run again
+
+    def committed(self) -> None:
+        for key in self._pruned:
+            self._known.pop(key, None)
+        self._pruned = []
         self._pending.clear()
         self._newest.clear()
         self._changed.clear()
 
-    def _prune_series(self, txn: lmdb.Transaction[bytes], window_s: int, cutoff: int) -> None:
-        """Directory entries of series whose newest window of this length is gone."""
+    def _prune_series(
+        self, txn: lmdb.Transaction[bytes], window_s: int, cutoff: int
+    ) -> list[bytes]:
+        """Delete directory entries of series whose newest window of this length is gone."""
         length = _LENGTH.pack(window_s)
         stale = [
             key
@@ -235,7 +245,7 @@ class RollupProjection:
         ]
         for key in stale:
             self._db.delete(txn, key)
-            self._known.pop(key, None)
+        return stale
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None:
         self._db.clear(txn)
@@ -243,6 +253,7 @@ class RollupProjection:
         self._newest.clear()
         self._known.clear()
         self._changed.clear()
+        self._pruned = []
 
 
 def read_windows(
