@@ -672,7 +672,10 @@ class CommitGroup:
     def maybe_commit(self, now_mono_s: float) -> dict[str, int]:
         with self._lock:
             last = self._last_commit_s
-            if last is not None and now_mono_s - last < self.interval_s:
+            # A projection that never committed does so at once, not a whole interval after
+            # the other one: `pilog show` has something to show soon after the start.
+            first = any(r.committed_seq is None and r.pending for r in self.runners)
+            if last is not None and now_mono_s - last < self.interval_s and not first:
                 return {}
             with contextlib.ExitStack() as held:
                 for r in self.runners:

@@ -168,6 +168,24 @@ def test_a_group_commits_every_pending_runner_in_one_transaction(tmp_path: Path)
         assert txn_id(store) == before + 2
 
 
+def test_a_group_member_that_never_committed_commits_without_waiting_for_the_interval(
+    tmp_path: Path,
+) -> None:
+    with ProjectionStore(tmp_path / "projections") as store:
+        latest, rollup = latest_runner(store, 60.0), rollup_runner(store, 60.0)
+        CommitGroup.assign(store, [latest, rollup])
+        rollup.handle([reading(0, t=1.0)])
+        assert rollup.maybe_commit(100.0) == {"rollup": 1}  # latest had nothing yet
+        latest.handle([reading(0, t=1.0)])
+        rollup.handle([reading(1, t=2.0)])
+
+        # Its first commit (and whatever else is pending) goes in now, not a minute later.
+        assert latest.maybe_commit(101.0) == {"latest": 1, "rollup": 2}
+        latest.handle([reading(1, t=2.0)])
+        assert latest.maybe_commit(102.0) == {}  # from now on, the group's interval
+        assert latest.maybe_commit(161.0) == {"latest": 2}
+
+
 def test_runners_of_different_commit_intervals_commit_apart(tmp_path: Path) -> None:
     with ProjectionStore(tmp_path / "projections") as store:
         latest, rollup = latest_runner(store, 5.0), rollup_runner(store, 60.0)
