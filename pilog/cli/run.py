@@ -33,9 +33,10 @@ CONSUMER_STOP_S = 3.0  # of the 10 s a stop may take; a sink mid-request is aban
 def run(config: Config) -> None:
     """Open the data dir, run every sensor, and on a stop signal flush, fsync and return."""
     os.umask(os.umask(0o027) | 0o027)  # files 0640, dirs 0750: group pilog reads, others nothing
+    # Before anything is logged: a stop sent on seeing the first line must not kill us.
+    early_stop = _catch_early_stop()
     load_drivers(config)  # a bad sensor is a config error: refuse before touching the data dir
     check_data_dir_mount(config)
-    early_stop = _catch_early_stop()
     clock = SystemClock()
     events = EventLog(config, clock=clock)
     consumers = None

@@ -122,7 +122,8 @@ def test_status_json_reports_segments_bytes_seqs_and_the_writer_pid(tmp_path: Pa
     config = write_config(
         tmp_path / "pilog.toml",
         data,
-        log={"segment_bytes": "8KiB", "max_bytes": "1MiB"},
+        # A short window: seq 500 shows up on disk long before 1 MiB of readings drops any.
+        log={"segment_bytes": "8KiB", "max_bytes": "1MiB", "fsync_interval_ms": 100},
         sensors=[{"name": "air", "interval_ms": 1, "batch": 5}],
     )
     with run_pilog(config) as run:
