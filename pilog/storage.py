@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilog.mounts import existing_ancestor
+
 SYSFS = Path("/sys")
 FLASH_KINDS = frozenset({"sd", "emmc", "usb-flash"})
 _MAX_HOPS = 4  # loop over dm over loop... a bound, not a depth seen in practice
@@ -53,11 +55,8 @@ UNKNOWN = Storage("unknown", "")
 
 def storage_of(path: Path, sysfs: Path = SYSFS) -> Storage:
     """The device `path` (or, while it does not exist yet, its nearest parent) is stored on."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
     try:
-        dev = probe.stat().st_dev
+        dev = existing_ancestor(path).stat().st_dev
     except OSError:
         return UNKNOWN
     return _classify_dev(os.major(dev), os.minor(dev), sysfs, _MAX_HOPS)

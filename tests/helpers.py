@@ -72,16 +72,20 @@ def clean_env() -> dict[str, str]:
 
 
 def pilog(
-    *args: object, cwd: Path | None = None, timeout: float = WAIT_S
+    *args: object,
+    cwd: Path | None = None,
+    timeout: float = WAIT_S,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run one pilog command to completion; output captured as text."""
+    """Run one pilog command to completion; output captured as text. `env` is added to the
+    test's environment (PILOG_* overrides the test means)."""
     return subprocess.run(
         [*PILOG, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env() | (env or {}),
         check=False,
     )
 

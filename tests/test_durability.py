@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_config
+from helpers import pilog, write_config
 
 from pilog.config import load_config
 from pilog.durability import durability
@@ -172,23 +170,10 @@ def test_fsync_never_and_always_say_what_a_power_cut_loses(tmp_path: Path) -> No
 
 def test_check_and_status_report_the_window_in_force(tmp_path: Path) -> None:
     path = write_config(tmp_path / "pilog.toml", tmp_path / "data", log={"fsync_interval_ms": 300})
-    env = dict(os.environ, PILOG_LOG__FSYNC_INTERVAL_MS="700")
-    pilog = [sys.executable, "-m", "pilog"]
+    env = {"PILOG_LOG__FSYNC_INTERVAL_MS": "700"}
 
-    check = subprocess.run(
-        [*pilog, "check", "--json", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    status = subprocess.run(
-        [*pilog, "status", "--json", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    check = pilog("check", "--json", "-c", path, env=env)
+    status = pilog("status", "--json", "-c", path, env=env)
 
     assert check.returncode == 0, check.stderr
     (row,) = [o for o in json.loads(check.stdout) if o["what"] == "durability"]

@@ -588,9 +588,12 @@ class LogWriter:
         total = sum(len(b.data) for b in batches)
         align = self.options.align_bytes
         boundary = (start + total) // align * align
-        if total > ALIGN_MAX_BYTES or boundary < start + len(batches[0].data):
-            return batches, []
-        if boundary == start + total:
+        # Large commits, a boundary short of the due batch, or data ending on one: all of it.
+        if (
+            total > ALIGN_MAX_BYTES
+            or boundary < start + len(batches[0].data)
+            or boundary == start + total
+        ):
             return batches, []
         now: list[_Batch] = []
         offset = start
