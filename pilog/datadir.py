@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,37 @@ class DataDirPaths:
     @property
     def lock(self) -> Path:
         return self.root / naming.LOCK_FILE
+
+    @property
+    def projections_dir(self) -> Path:
+        return self.root / naming.PROJECTIONS_DIR
+
+    @property
+    def deadletter_dir(self) -> Path:
+        return self.root / naming.DEADLETTER_DIR
+
+    def deadletter(self, sink: str) -> Path:
+        return self.deadletter_dir / naming.deadletter_name(sink)
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / naming.CONTROL_SOCKET
+
+    def is_data_dir(self) -> bool:
+        """`root` holds what the first `pilog run` makes: log/ or index.sqlite.
+
+        Raises PermissionError when `root` cannot be searched (a user outside its group).
+        """
+        return _stat_is(self.log_dir, stat.S_ISDIR) or _stat_is(self.index, stat.S_ISREG)
+
+
+def _stat_is(path: Path, kind: Callable[[int], bool]) -> bool:
+    """`kind(mode)` of `path`; False if it does not exist. Unlike Path.is_dir on 3.13, a
+    permission error is raised, not taken for absence."""
+    try:
+        return kind(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 class WriterLock:

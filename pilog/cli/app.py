@@ -11,7 +11,13 @@ from typing import Annotated
 import typer
 
 from pilog import __version__
-from pilog.cli.common import CONFIG_HELP, DATA_DIR_HELP, resolve_config, setup_logging
+from pilog.cli.common import (
+    CONFIG_HELP,
+    DATA_DIR_HELP,
+    reading_config,
+    resolve_config,
+    setup_logging,
+)
 from pilog.errors import PilogError
 
 app = typer.Typer(
@@ -87,7 +93,7 @@ def tail(
     from pilog.events import TYPE_NAMES
     from pilog.history import History
 
-    cfg = resolve_config(config, data_dir)
+    cfg = reading_config(config, data_dir)
     unknown = set(type_ or ()) - TYPE_NAMES
     if unknown:
         raise PilogError(
@@ -120,7 +126,7 @@ def status(
 
     from pilog.cli import status as status_cmd
 
-    state = status_cmd.collect(resolve_config(config, data_dir))
+    state = status_cmd.collect(reading_config(config, data_dir))
     if as_json:
         print(json.dumps(state, indent=2))
     else:
@@ -135,7 +141,7 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from pilog.cli import verify as verify_cmd
     from pilog.history import History
 
-    verdict = verify_cmd.verify(History(resolve_config(config, data_dir).data_dir))
+    verdict = verify_cmd.verify(History(reading_config(config, data_dir).data_dir))
     console = Console(stderr=True)
     for note in verdict.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -169,7 +175,7 @@ def repair(
     from pilog.cli import repair as repair_cmd
 
     setup_logging(False)
-    report = repair_cmd.repair(resolve_config(config, data_dir), dry_run=dry_run)
+    report = repair_cmd.repair(reading_config(config, data_dir), dry_run=dry_run)
     console = Console(stderr=True)
     for refused in report.refused:
         console.print(f"[red]not repaired:[/red] {refused}", highlight=False, soft_wrap=True)
@@ -276,7 +282,7 @@ def replay(
     from pilog.cli import replay as replay_cmd
     from pilog.history import History
 
-    cfg = resolve_config(config, data_dir)
+    cfg = reading_config(config, data_dir)
     sinks, projections = replay_cmd.select(cfg, sink or [], projection or [], all_)
     targets = replay_cmd.plan(
         cfg,
@@ -321,7 +327,7 @@ def export(
 
     if fmt not in ("ndjson", "csv"):
         raise PilogError(f"--format {fmt!r}: expected ndjson or csv")
-    history = History(resolve_config(config, data_dir).data_dir)
+    history = History(reading_config(config, data_dir).data_dir)
     now = time.time_ns()
     start = tail_cmd.parse_from(from_, history, now)
     end = parse_to(to, history, now) if to is not None else None
@@ -353,7 +359,7 @@ def show_latest(
 
     from pilog.cli import show as show_cmd
 
-    cfg = resolve_config(config, data_dir)
+    cfg = reading_config(config, data_dir)
     code = show_cmd.show_latest(cfg.data_dir, as_json=as_json, console=Console(), name=projection)
     raise typer.Exit(code)
 
@@ -379,7 +385,7 @@ def show_rollup(
     from pilog.cli import show as show_cmd
     from pilog.config import parse_duration
 
-    cfg = resolve_config(config, data_dir)
+    cfg = reading_config(config, data_dir)
     try:
         window_s = float(parse_duration(window)) if window is not None else None
         since_s = float(parse_duration(since)) if since is not None else None

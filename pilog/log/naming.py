@@ -17,6 +17,10 @@ QUARANTINE_DIR = "quarantine"
 LOCK_FILE = "LOCK"
 INDEX_FILE = "index.sqlite"
 PROJECTIONS_DIR = "projections"
+DEADLETTER_DIR = "deadletter"
+CONTROL_SOCKET = "control.sock"
+LMDB_DATA_FILE = "data.mdb"  # lmdb's own names inside PROJECTIONS_DIR
+LMDB_LOCK_FILE = "lock.mdb"
 
 _SEGMENT_RE = re.compile(r"^(\d{20})\.seg$")
 
@@ -47,6 +51,11 @@ def list_segments(log_dir: Path) -> list[tuple[int, Path]]:
             found.append((base, log_dir / name))
     found.sort()
     return found
+
+
+def deadletter_name(sink: str) -> str:
+    """Name of the file under DEADLETTER_DIR that keeps the readings `sink` refused."""
+    return f"{sink}.ndjson"
 
 
 def quarantine_name(segment: str, offset: int, stamp_ns: int) -> str:
