@@ -11,6 +11,11 @@ Two things can move a consumer other than its own progress:
   at the oldest event still there and appends a `Gap` naming what it missed;
 - `pilog replay` asked it to rewind (a row in the index's `rewinds` table, checked about once
   a second): it restarts from the requested seq.
+
+Readings reach `handle` with their corrected wall time (`pilog/consumers/clock.py`), so every
+consumer agrees on it. At a reading stamped before the clock was set, the consumer hands over
+what came before and holds (state "holding") until a clock step of its boot, or the boot's
+end, is durable.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pilog.consumers.clock import ClockCorrection
 from pilog.datadir import EventLog
 from pilog.errors import CorruptionError, LogError
-from pilog.events import Event, Gap, decode_event
+from pilog.events import Event, Gap, decode_event, rfc3339
 from pilog.index.store import Rewind
 from pilog.log.reader import LogReader
 
@@ -42,7 +48,11 @@ class ConsumerState:
 
     name: str
     next_seq: int | None = None  # the committed cursor
+    position: int | None = None  # the next seq not yet delivered (ahead of next_seq until commit)
     state: str = "starting"  # starting|idle|sending|retrying|paused|holding|stuck|stopped
+    paused_reason: str | None = None  # while paused: what the receiver refuses, and the fix
+    failing_since_ns: int | None = None  # first failed send of the current streak
+    recovered_ns: int | None = None  # delivering again since, after the last failed streak
     last_ok_ns: int | None = None
     last_error: str | None = None
     last_error_ns: int | None = None
@@ -72,6 +82,7 @@ class Consumer(ABC):
         self.stop = stop
         self.state = ConsumerState(name)
         self._reader = LogReader(events.paths.log_dir)
+        self._clock = ClockCorrection(self._reader, lambda: events.writer.durable_seq)
         self._thread: threading.Thread | None = None
         self._next_rewind_check = 0.0
 
@@ -180,7 +191,7 @@ class Consumer(ABC):
                     break
                 if records[0][0] > expected:
                     self._missed(expected, records[0][0] - 1)
-                self.handle([decode_event(s, p) for s, p in records])
+                self._feed([decode_event(s, p) for s, p in records])
                 expected = records[-1][0] + 1
             now = time.monotonic()
             self.tick(now)
@@ -196,10 +207,45 @@ class Consumer(ABC):
             return
         for records in self._reader.read_batches(seq):
             done = [r for r in records if r[0] <= durable]
-            if done:
-                self.handle([decode_event(s, p) for s, p in done])
+            if done and not self._feed([decode_event(s, p) for s, p in done], hold=False):
+                return
             if records[-1][0] >= durable:
                 return
+
+    def _feed(self, events: list[Event], *, hold: bool = True) -> bool:
+        """Hand `events` to `handle` with corrected times, holding at a reading whose time is
+        not known yet (Restart on stop); with `hold` False, stop before it and return False."""
+        while events:
+            done = self._clock.correct(events)
+            if done:
+                self.handle(events if done == len(events) else events[:done])
+            events = events[done:]
+            if events:
+                if not hold:
+                    return False
+                self._hold(events[0])
+        if self._clock.uncorrected:
+            self.state.extra["uncorrected"] = self._clock.uncorrected
+        return True
+
+    def _hold(self, event: Event) -> None:
+        """Wait until a clock step of `event`'s boot, or that boot's end, is durable."""
+        log.warning(
+            "%s: holding at seq %d, stamped %s before the clock was set; waiting for a clock step",
+            self.name,
+            event.seq,
+            rfc3339(event.ts_ns),
+        )
+        while True:
+            self.tick(time.monotonic())  # what came before goes out, commits stay due
+            self.state.state = "holding"
+            self._wait(self._clock.scanned_to, IDLE_WAIT_S)  # wakes when the log grows
+            if self.stop.is_set():
+                raise Restart  # the cursor stays at `event`
+            if self._clock.known(event):
+                break
+        log.warning("%s: the clock is set; going on from seq %d", self.name, event.seq)
+        self.state.state = "idle"
 
     def _wait(self, next_seq: int, timeout: float) -> None:
         writer = self.log.writer

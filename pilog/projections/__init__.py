@@ -19,8 +19,10 @@ from pilog.config import (
     RollupProjectionConfig,
     projection_name,
 )
+from pilog.consumers.clock import ClockCorrection
 from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import LockedError
+from pilog.events import Event
 from pilog.history import History
 from pilog.projections.base import (
     Projection,
@@ -96,8 +98,10 @@ def rebuild(data_dir: Path, config: Config, names: list[str] | None = None) -> d
     """Reset the selected projections and fold the whole log into them again.
 
     For `pilog replay --projection NAME` while pilog is not running: a running pilog's runner
-    would commit its own cursor over the rebuilt one. Returns the next seq of each
-    projection (the log's next seq; 0 for an empty log).
+    would commit its own cursor over the rebuilt one. Readings get their corrected times, as
+    in `pilog run`, and the fold stops where `pilog run` would hold: at a reading stamped
+    before the clock was set whose boot has no clock step yet. Returns the next seq of each
+    projection (the log's next seq, or that reading's; 0 for an empty log).
     """
     pid = writer_pid(DataDirPaths(data_dir))
     if pid is not None and pid != os.getpid():
@@ -112,20 +116,33 @@ def rebuild(data_dir: Path, config: Config, names: list[str] | None = None) -> d
 
 
 def _feed(history: History, runners: list[ProjectionRunner]) -> None:
-    batch = []
+    last = history.last_seq()
+    # pilog is not running: what is on disk is all the log there is.
+    clock = ClockCorrection(history.reader, lambda: -1 if last is None else last)
+    batch: list[Event] = []
     since_commit = 0
     for event in history.events(0):
         batch.append(event)
         if len(batch) < _REBUILD_BATCH:
             continue
-        for runner in runners:
-            runner.handle(batch)
+        if not _handle(clock, runners, batch):
+            break
         since_commit += len(batch)
         batch = []
         if since_commit >= REBUILD_COMMIT_EVENTS:
             for runner in runners:
                 runner.commit()
             since_commit = 0
+    else:
+        _handle(clock, runners, batch)
     for runner in runners:
-        runner.handle(batch)
         runner.commit()
+
+
+def _handle(clock: ClockCorrection, runners: list[ProjectionRunner], batch: list[Event]) -> bool:
+    """Fold `batch` with corrected times; False when it stopped at a reading whose time the
+    log does not tell yet."""
+    done = clock.correct(batch)
+    for runner in runners:
+        runner.handle(batch[:done])
+    return done == len(batch)

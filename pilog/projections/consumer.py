@@ -107,7 +107,8 @@ class ProjectionConsumer(Consumer):
             return
         self._committed(cursors)
         self._note_commit()
-        self.state.state = "idle"
+        if self.state.state != "holding":  # the hold says when it ends
+            self.state.state = "idle"
 
     def _pause(self, e: ProjectionFullError) -> None:
         """Hold this projection, its pending state kept, until a commit goes through or

@@ -25,21 +25,17 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgspec
-
 from pilog.config import SinkConfig
 from pilog.consumers.base import Consumer, Restart
 from pilog.datadir import EventLog
-from pilog.events import ClockStep, DeadLetter, Event, Reading, event_to_json, rfc3339
+from pilog.events import DeadLetter, Event, Reading, event_to_json
 from pilog.index.store import Rewind
 from pilog.uploader.backoff import Backoff
-from pilog.uploader.clockfix import BOOT_ENDED, Step, StepFinder, plausible
 from pilog.uploader.sink import Outcome, Sink
 
 log = logging.getLogger("pilog.uploader")
 
 IDLE_COMMIT_S = 5.0  # a cursor passing only non-readings is committed at most this often
-HOLD_RECHECK_S = 2.0  # while holding back readings stamped before the clock was set
 
 
 class Uploader(Consumer):
@@ -62,7 +58,6 @@ class Uploader(Consumer):
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
         self._unauthorized = False
         self.deadletter_path = events.paths.root / "deadletter" / f"{config.name}.ndjson"
-        self._steps = StepFinder(self._reader, lambda: events.writer.durable_seq)
 
     # -- Consumer -------------------------------------------------------------------------
 
@@ -86,14 +81,10 @@ class Uploader(Consumer):
             if end is not None and e.seq > end:
                 self._finish_replay()
             body = e.body
-            if isinstance(body, ClockStep):
-                self._correct_pending(Step.of(e))
-            elif isinstance(body, Reading):
-                # Before touching `_pending`: waiting for a clock step flushes it.
-                send = e if plausible(e.ts_ns) else self._with_plausible_time(e)
+            if isinstance(body, Reading):  # its time already corrected (Consumer._feed)
                 if not self._pending:
                     self._first_at = time.monotonic()
-                self._pending.append(send)
+                self._pending.append(e)
                 self._pending_bytes += _stored_size(body)
             self._upto = e.seq + 1
             if (
@@ -127,43 +118,6 @@ class Uploader(Consumer):
     def finish(self) -> None:
         self._commit(self._upto if not self._pending else self._delivered)
         self.sink.close()
-
-    # -- clock correction (pilog/uploader/clockfix.py) ----------------------------------
-
-    def _correct_pending(self, step: Step) -> None:
-        """Readings of the step's boot still waiting here go out with corrected times."""
-        for i, e in enumerate(self._pending):
-            if e.boot_id == step.boot_id and e.seq < step.seq:
-                self._pending[i] = msgspec.structs.replace(e, ts_ns=step.corrected(e))
-
-    def _with_plausible_time(self, e: Event) -> Event:
-        """`e` with its time corrected by the next step of its boot, waiting for one if the
-        log has none yet (the cursor stays at `e`: nothing after it goes out first)."""
-        held = False
-        while True:
-            found = self._steps.find(e.boot_id, e.seq)
-            if isinstance(found, Step):
-                if held:
-                    log.warning("sink %s: the clock is plausible again; sending", self.config.name)
-                return msgspec.structs.replace(e, ts_ns=found.corrected(e))
-            if found == BOOT_ENDED:
-                self.state.extra["sent_uncorrected"] = (
-                    self.state.extra.get("sent_uncorrected", 0) + 1
-                )
-                return e  # that boot never learnt the time: nothing better is known
-            if not held:
-                self.flush()  # what came before goes out; the cursor stops at `e`
-                log.warning(
-                    "sink %s: holding back readings from seq %d: stamped %s, before the clock "
-                    "was set; waiting for a clock step",
-                    self.config.name,
-                    e.seq,
-                    rfc3339(e.ts_ns),
-                )
-                held = True
-            self.state.state = "holding"
-            if self.stop.wait(HOLD_RECHECK_S):
-                raise Restart
 
     # -- delivery ------------------------------------------------------------------------
 
