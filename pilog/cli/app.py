@@ -176,6 +176,8 @@ def repair(
 
     setup_logging(False)
     report = repair_cmd.repair(reading_config(config, data_dir), dry_run=dry_run)
+    for note in report.notes:
+        print(note)
     console = Console(stderr=True)
     for refused in report.refused:
         console.print(f"[red]not repaired:[/red] {refused}", highlight=False, soft_wrap=True)

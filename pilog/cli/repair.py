@@ -8,14 +8,14 @@ The damaged file is kept whole under `quarantine/`. Each repaired segment is als
 a `Repair` event at the end of the log, and every run of lost seqs as a gap incident in the
 index, so `pilog status` counts them.
 
-The newest segment is not touched here: opening the log for writing already cuts a torn tail
-there (the last writer's crash), which is what `pilog run` and this command both do first.
+The newest segment is rebuilt here only when its header is damaged: opening the log for
+writing already cuts a torn tail there (the last writer's crash), which is what `pilog run` and
+this command both do first.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,14 @@ from pathlib import Path
 import msgspec
 
 from pilog.config import Config
-from pilog.datadir import DataDirPaths, EventLog, WriterLock
-from pilog.errors import CorruptionError, FormatVersionError, PilogError
+from pilog.datadir import DataDirPaths, EventLog, WriterLock, writer_pid
+from pilog.errors import (
+    CorruptionError,
+    DataDirError,
+    FormatVersionError,
+    LockedError,
+    PilogError,
+)
 from pilog.events import Gap, Record, Repair, decode_record, encode_record
 from pilog.index.store import IndexStore
 from pilog.log import naming
@@ -33,10 +39,13 @@ from pilog.log.reader import HEADER_READ_BYTES
 from pilog.log.salvage import (
     Filler,
     SegmentRepair,
+    header_damaged,
     plan_repair,
     repaired_bytes,
     rewrite_segment,
 )
+
+RUNNING_FIX = "a repair rewrites segments: stop pilog first (systemctl stop pilog)"
 
 
 @dataclass
@@ -44,6 +53,7 @@ class RepairReport:
     repairs: list[SegmentRepair] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # damage this command will not touch
     scanned: int = 0  # sealed segments read
+    notes: list[str] = field(default_factory=list)  # said before the findings
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,20 @@ class _Planned:
 
 
 def repair(config: Config, *, dry_run: bool = False) -> RepairReport:
-    """Find and (unless `dry_run`) rewrite every damaged sealed segment of the data dir."""
+    """Find and (unless `dry_run`) rewrite every damaged sealed segment of the data dir.
+
+    A dry run only reads, takes no lock and works while pilog runs (for the group too).
+    """
     paths = DataDirPaths(config.data_dir)
-    lock = WriterLock(paths)  # pilog must not be running: this raises naming its pid
+    if dry_run:
+        return _dry_run(paths, config.device_id)
+    try:
+        lock = WriterLock(paths)
+    except LockedError as e:
+        raise DataDirError(f"{e}; {RUNNING_FIX}, or see what it would do with --dry-run") from e
     try:
         planned, report = _plan(paths, config.device_id)
-        if dry_run or not planned:
+        if not planned:
             lock.release()
             return report
         stamp = time.time_ns()
@@ -83,6 +101,17 @@ def repair(config: Config, *, dry_run: bool = False) -> RepairReport:
     return report
 
 
+def _dry_run(paths: DataDirPaths, device_id: str) -> RepairReport:
+    pid = writer_pid(paths)
+    _, report = _plan(paths, device_id)
+    if pid is not None:
+        report.notes.append(
+            f"pilog is running (pid {pid}): this dry run read the sealed segments only; "
+            f"{RUNNING_FIX}"
+        )
+    return report
+
+
 def _plan(paths: DataDirPaths, device_id: str) -> tuple[list[_Planned], RepairReport]:
     segments = naming.list_segments(paths.log_dir)
     report = RepairReport(scanned=max(len(segments) - 1, 0))
@@ -90,11 +119,17 @@ def _plan(paths: DataDirPaths, device_id: str) -> tuple[list[_Planned], RepairRe
         return [], report
     epoch = _log_epoch(segments)
     planned: list[_Planned] = []
-    for (base, path), (next_base, _) in itertools.pairwise(segments):
-        data = path.read_bytes()
+    lasts: list[int | None] = [b - 1 for b, _ in segments[1:]]
+    for (base, path), last in zip(segments, [*lasts, None], strict=True):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # a dry run beside pilog: retention deleted it meanwhile
+        if last is None and not header_damaged(data, path.name):
+            continue  # the newest segment's torn tail is the writer's to cut, not ours
         try:
             header, plan = plan_repair(
-                data, path.name, base, next_base - 1, epoch, device_id, path.stat().st_mtime_ns
+                data, path.name, base, last, epoch, device_id, path.stat().st_mtime_ns
             )
         except (CorruptionError, FormatVersionError) as e:
             report.refused.append(str(e))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pilog.cli.tail import parse_from
 from pilog.config import Config, projection_name
-from pilog.datadir import writer_pid
+from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import PilogError
 from pilog.events import Reading
 from pilog.history import History
@@ -120,7 +120,7 @@ def apply(config: Config, targets: list[Target]) -> list[str]:
     todo = [t for t in targets if t.rewind is not None]
     if not todo:
         return []
-    index_path = Path(config.data_dir) / "index.sqlite"
+    index_path = DataDirPaths(config.data_dir).index
     if not index_path.exists():
         raise PilogError(f"no index in {config.data_dir}: has pilog run there?")
     pid = writer_pid(History(config.data_dir).paths)

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,7 @@ from pilog.projections.lmdb_map import (
 log = logging.getLogger("pilog.projections")
 
 T = TypeVar("T")
+LOCK_FILE_MODE = 0o660  # lmdb readers write their slot in lock.mdb; see _share_lock_file
 MAX_DBS = 64  # one `state:<name>` per projection, plus `cursors` and `meta`
 _CURSORS = b"cursors"
 _META = b"meta"
@@ -425,7 +427,7 @@ class Snapshot:
 
 
 def _open_env(path: Path, readonly: bool, limits: MapLimits) -> lmdb.Environment:
-    data = path / "data.mdb"
+    data = path / naming.LMDB_DATA_FILE
     if readonly and not data.exists():
         raise ProjectionError(
             f"no projections yet in {path.parent}: is a [[projection]] configured "
@@ -438,34 +440,62 @@ def _open_env(path: Path, readonly: bool, limits: MapLimits) -> lmdb.Environment
     # `pilog show` on a 32-bit box takes no more address space than the store needs.
     size = _file_bytes(path) if readonly else limits.initial
     try:
-        # sync=True, metasync=False: one fdatasync of the data pages per commit instead of two
-        # (data, then meta page), at most every commit_interval (invariant 10). lmdb keeps its
-        # integrity; a power cut may undo the last commit, and since state and cursor commit
-        # together that only means replaying those events from the log (invariant 1).
-        # writemap stays off: with it, a stray write through the map could corrupt the file.
-        return lmdb.open(
-            str(path),
-            map_size=size,
-            subdir=True,
-            readonly=readonly,
-            create=not readonly,
-            sync=True,
-            metasync=False,
-            writemap=False,
-            max_dbs=MAX_DBS,
-            mode=0o640,
-            # Readers take a slot in lock.mdb even when read-only, so `pilog show` needs
-            # write access to that file: it runs as the user pilog runs as.
-            lock=True,
-        )
+        env = _lmdb_open(path, readonly, size)
     except lmdb.Error as e:
         raise _env_error(path, readonly, size, e) from e
+    if not readonly:
+        _share_lock_file(path)
+    return env
+
+
+def _lmdb_open(path: Path, readonly: bool, size: int) -> lmdb.Environment:
+    # sync=True, metasync=False: one fdatasync of the data pages per commit instead of two
+    # (data, then meta page), at most every commit_interval (invariant 10). lmdb keeps its
+    # integrity; a power cut may undo the last commit, and since state and cursor commit
+    # together that only means replaying those events from the log (invariant 1).
+    # writemap stays off: with it, a stray write through the map could corrupt the file.
+    return lmdb.open(
+        str(path),
+        map_size=size,
+        subdir=True,
+        readonly=readonly,
+        create=not readonly,
+        sync=True,
+        metasync=False,
+        writemap=False,
+        max_dbs=MAX_DBS,
+        mode=0o640,
+        # Readers keep the lock file: lmdb's docs allow MDB_NOLOCK only when no reader
+        # uses an old transaction while a writer is active, and `pilog show` runs beside
+        # `pilog run`, whose commits reuse the pages a lock-less reader may be reading.
+        # A reader takes a slot in lock.mdb, so the writer makes it group-writable.
+        lock=True,
+    )
+
+
+def _share_lock_file(path: Path) -> None:
+    """Make lock.mdb writable by the group: group members' `pilog show` takes a slot in it.
+
+    lmdb creates it with the data file's mode less the umask (0640 under `pilog run`); a
+    group member could at worst disturb the lock table, the data file stays read-only to it.
+    """
+    lock = path / naming.LMDB_LOCK_FILE
+    try:
+        os.chmod(lock, LOCK_FILE_MODE)
+    except OSError as e:
+        log.warning(
+            "projections in %s: cannot make %s group-writable (%s): members of its group "
+            "cannot run `pilog show`; chown it to the user pilog runs as",
+            path,
+            lock,
+            e.strerror or e,
+        )
 
 
 def _file_bytes(path: Path) -> int:
     """The size of the data file in whole pages (at least one)."""
     try:
-        return whole_pages(max(1, (path / "data.mdb").stat().st_size))
+        return whole_pages(max(1, (path / naming.LMDB_DATA_FILE).stat().st_size))
     except FileNotFoundError:
         return whole_pages(1)
 
@@ -474,8 +504,10 @@ def _env_error(path: Path, readonly: bool, size: int, e: lmdb.Error) -> Projecti
     if "Permission denied" in str(e) or getattr(e, "code", None) == errno.EACCES:
         if readonly:
             return ProjectionError(
-                f"cannot read projections in {path}: permission denied (lmdb readers write "
-                f"{path}/lock.mdb; run as the user that runs pilog)"
+                f"cannot read projections in {path}: permission denied (a reader writes its "
+                f"slot in {path / naming.LMDB_LOCK_FILE}, which `pilog run` makes "
+                "group-writable when it starts): restart pilog once after upgrading, and "
+                "check that this user is in the group that owns the data dir"
             )
         return ProjectionError(f"cannot open projections in {path}: permission denied")
     if _out_of_address_space(e):

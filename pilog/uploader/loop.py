@@ -57,7 +57,7 @@ class Uploader(Consumer):
         self._commit_every_s = float(config.cursor_commit_interval)
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
         self._unauthorized = False
-        self.deadletter_path = events.paths.root / "deadletter" / f"{config.name}.ndjson"
+        self.deadletter_path = events.paths.deadletter(config.name)
 
     # -- Consumer -------------------------------------------------------------------------
 
