@@ -1,9 +1,10 @@
-"""`pilog check`: validate the config, open every sensor's device, say what works."""
+"""`pilog check`: validate the config, open every sensor's device, probe every sink."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from pilog.clock import SystemClock
-from pilog.config import Config, SensorConfig
+from pilog.config import Config, SensorConfig, SinkConfig
 from pilog.drivers import DriverContext, StreamingDriver, find_driver
 from pilog.drivers.base import parse_options
 from pilog.durability import durability
 from pilog.errors import PilogError
+from pilog.uploader.probe import ProbeResult, probe_sink
 
-CHECK_TIMEOUT_S = 10.0
+CHECK_TIMEOUT_S = 10.0  # per sensor; and the cap of a sink's own timeout for its probe
+# A probe's steps share its deadline; this much more is for a step that overran it (a resolver
+# that ignores it), after which the row says the probe never finished.
+PROBE_GRACE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +37,10 @@ class Outcome:
 
 
 def check(config: Config, timeout_s: float = CHECK_TIMEOUT_S) -> list[Outcome]:
-    """The data dir, then each sensor: driver found, options valid, device opens and reads."""
+    """The data dir, each sensor (driver found, device opens and reads), each sink (probed)."""
     outcomes = [_check_data_dir(Path(config.data_dir)), _check_durability(config)]
     outcomes += [_check_sensor(config, sensor, timeout_s) for sensor in config.sensor]
+    outcomes += _check_sinks(config, timeout_s)
     return outcomes
 
 
@@ -93,8 +99,41 @@ def _check_sensor(config: Config, sensor: SensorConfig, timeout_s: float) -> Out
     return Outcome(sensor.name, sensor.driver, True, result["detail"])
 
 
+def _check_sinks(config: Config, cap_s: float) -> list[Outcome]:
+    """Probe every sink at once, each within its own timeout capped by `cap_s`."""
+    probes = [_SinkProbe(config, sink, min(float(sink.timeout), cap_s)) for sink in config.sink]
+    return [probe.outcome() for probe in probes]
+
+
+class _SinkProbe:
+    """One sink's probe, running in a daemon thread: a hung resolver must not hang the check."""
+
+    def __init__(self, config: Config, sink: SinkConfig, budget_s: float) -> None:
+        self.sink = sink
+        self.budget_s = budget_s
+        self.until = time.monotonic() + budget_s + PROBE_GRACE_S
+        self.result: ProbeResult | None = None
+        args = (sink, config.device_id, Path(config.data_dir), budget_s)
+        self.thread = threading.Thread(
+            target=self._run, args=args, name=f"check:sink:{sink.name}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, sink: SinkConfig, device_id: str, data_dir: Path, budget_s: float) -> None:
+        self.result = probe_sink(sink, device_id, data_dir, budget_s)
+
+    def outcome(self) -> Outcome:
+        self.thread.join(max(self.until - time.monotonic(), 0.0))
+        what, kind = f"sink:{self.sink.name}", str(type(self.sink).__struct_config__.tag)
+        if self.result is None:
+            detail = f"the probe did not finish within {self.budget_s:g}s"
+            return Outcome(what, kind, False, detail)
+        return Outcome(what, kind, self.result.ok, self.result.detail)
+
+
 def render(outcomes: list[Outcome], console: Console) -> None:
     table = Table("what", "driver", "result", "detail")
+    table.columns[-1].overflow = "fold"  # a URL in a fix must be shown whole, not cut with …
     for o in outcomes:
         table.add_row(o.what, o.driver, "[green]ok[/]" if o.ok else "[red]failed[/]", o.detail)
     console.print(table)

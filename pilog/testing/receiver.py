@@ -2,7 +2,9 @@
 
 `Receiver` is an HTTP/1.1 server (keep-alive, so pooled clients reuse their connection) in a
 daemon thread. It takes `POST` of a JSON array (gzip or not), checks every object against the
-contract, de-duplicates by event id and records each request. A test scripts how it answers:
+contract, de-duplicates by event id and records each request. It acknowledges the contract's
+probe, an empty batch `[]`, storing nothing (outcome "probe"); given `path`, it answers 404 to a
+POST anywhere else, as a real API does. A test scripts how it answers:
 one-shot behaviours from a queue (`script(fail(503), reset(), ...)`), then persistent modes
 (`always`, `too_large`, `poison`, `random_failures`, `token`).
 
@@ -127,7 +129,9 @@ class Request:
     status: int
     n_objects: int
     stored: int  # objects new to the receiver
-    outcome: str  # "ok", the behaviour's kind, "invalid", "poison", "too_large", "unauthorized"
+    # "ok", the behaviour's kind, "invalid", "poison", "too_large", "unauthorized", "probe"
+    # (an empty batch acknowledged), "not_found" (a POST outside `path`)
+    outcome: str
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased, HEADERS_KEPT only
     peer: str = ""  # the client's "host:port": one per connection, so keep-alive shows
 
@@ -157,8 +161,10 @@ class Receiver:
         *,
         token: str | None = None,
         dump: Path | None = None,
+        path: str | None = None,
     ) -> None:
         self.token = token
+        self.path = path  # the one endpoint for POSTs, or None: any path
         self._cond = threading.Condition(threading.RLock())
         self._events: dict[str, dict[str, Any]] = {}
         self._raw_count = 0
@@ -361,6 +367,10 @@ class Receiver:
                 self._cond.notify_all()
 
     def _answer_post(self, handler: _Handler, body: bytes) -> None:
+        if self.path is not None and handler.path.split("?")[0] != self.path:
+            self._record(handler, 404, "not_found", 0)
+            handler.answer(404, b'{"error": "not found"}')
+            return
         behaviour = self._next_behaviour()
         if behaviour.kind == "stall":
             # Closed while stalling: the answer never comes.
@@ -382,7 +392,8 @@ class Receiver:
         with self._cond:
             stored = self._store(objects)
             status = 0 if behaviour.kind == "reset" else behaviour.status
-            self._record(handler, status, behaviour, len(objects), stored)
+            how = "probe" if not objects and behaviour.kind == "ok" else behaviour
+            self._record(handler, status, how, len(objects), stored)
         if behaviour.kind == "ok":
             summary = {"accepted": len(objects), "new": stored}
             handler.answer(behaviour.status, json.dumps(summary).encode())
@@ -464,8 +475,8 @@ def _decode(body: bytes, encoding: str | None) -> list[dict[str, Any]]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _Refusal(400, "invalid", f"body is not JSON: {e}") from e
-    if not isinstance(data, list) or not data:
-        raise _Refusal(400, "invalid", "body must be a non-empty JSON array")
+    if not isinstance(data, list):
+        raise _Refusal(400, "invalid", "body must be a JSON array")
     for i, obj in enumerate(data):
         problem = contract_problem(obj)
         if problem:
@@ -619,11 +630,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--token", default=None)
+    parser.add_argument("--path", default=None, help="answer 404 to POSTs elsewhere")
     parser.add_argument("--dump", type=Path, default=None, help="append stored objects here")
     args = parser.parse_args(argv)
     stop = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # the server's threads inherit the mask
-    with Receiver(args.host, args.port, token=args.token, dump=args.dump) as rx:
+    with Receiver(args.host, args.port, token=args.token, dump=args.dump, path=args.path) as rx:
         rx.random_failures(args.fail_rate, args.seed)
         print(rx.url, flush=True)
         signal.sigwait(stop)

@@ -138,8 +138,7 @@ def _with(**changes: object) -> list[dict[str, Any]]:
 
 CONTRACT_VIOLATIONS: dict[str, tuple[bytes, str]] = {
     "not json": (b"[{", "not JSON"),
-    "not an array": (json.dumps(reading(1)).encode(), "non-empty JSON array"),
-    "empty array": (b"[]", "non-empty JSON array"),
+    "not an array": (json.dumps(reading(1)).encode(), "must be a JSON array"),
     "not an object": (json.dumps([reading(1), 5]).encode(), "object 1: not an object"),
     "missing field": (
         json.dumps([{k: v for k, v in reading(1).items() if k != "sensor_type"}]).encode(),

@@ -44,5 +44,15 @@ class HttpJsonSink:
         }
         return post(self._client, self.config.url, body, headers, self._secrets)
 
+    def probe(self, deadline: float) -> Outcome:
+        """POST the contract's probe, an empty batch `[]`: answered like a batch, stores nothing."""
+        from pilog.uploader.probe import probe_request  # noqa: PLC0415
+
+        body, extra = encode_body(b"[]", self.config.gzip)
+        headers = {**self._headers, **extra}
+        return probe_request(
+            self._client, "POST", self.config.url, deadline, body, headers, self._secrets
+        )
+
     def close(self) -> None:
         self._client.close()

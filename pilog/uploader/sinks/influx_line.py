@@ -170,6 +170,7 @@ class InfluxLineSink:
         token = bearer_token(config)
         if token:
             self._headers["Authorization"] = f"Token {token}"
+        self._secrets = (token,) if token else ()  # blanked out of a probe's detail
         self._client = make_client(config, context)
         self._skipping = False  # warn when readings start being skipped, not on every batch
 
@@ -189,6 +190,23 @@ class InfluxLineSink:
         if outcome.kind == "ack" and note:
             return Outcome("ack", note, outcome.status)
         return outcome
+
+    def ping(self, deadline: float) -> Outcome:
+        """GET `{url}/ping`: InfluxDB 1.x/2.x and VictoriaMetrics answer 204, with no token."""
+        from pilog.uploader.probe import probe_request  # noqa: PLC0415
+
+        url = f"{self.config.url.rstrip('/')}/ping"
+        return probe_request(self._client, "GET", url, deadline, secrets=self._secrets)
+
+    def probe(self, deadline: float) -> Outcome:
+        """POST zero lines to the write URL with the token: 2xx proves path, target and token."""
+        from pilog.uploader.probe import probe_request  # noqa: PLC0415
+
+        body, extra = encode_body(b"", self.config.gzip)
+        headers = {**self._headers, **extra}
+        return probe_request(
+            self._client, "POST", self._url, deadline, body, headers, self._secrets
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -129,6 +129,15 @@ class MqttSink:
                 raise RuntimeError(f"mqtt sink {self.config.name} is closed")
             return self._send(batch)
 
+    def probe(self, deadline: float) -> Outcome:
+        """CONNECT, then DISCONNECT, with the sink's credentials and TLS; publishes nothing."""
+        with self._lock:
+            conn = self._connect(deadline)
+            if isinstance(conn, Outcome):
+                return conn
+            self._drop()
+            return Outcome("ack", f"{self._where} accepted the connection")
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
