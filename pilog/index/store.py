@@ -10,6 +10,7 @@ the old file still yields them.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -58,6 +59,20 @@ class Incident:
     detail: str
 
 
+def _closed_index_flag(path: Path) -> str:
+    """`&immutable=1` for a reader that cannot create the WAL files beside an index no one
+    has open (no -wal file: pilog stopped), else "".
+
+    A member of the data dir's group cannot create files there, and SQLite refuses a WAL
+    database to a reader without -wal and -shm unless told the file cannot change. Were
+    pilog to start during this read, the read may fail or be stale; it changes nothing.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() or os.access(path.parent, os.W_OK):
+        return ""
+    return "&immutable=1"
+
+
 class IndexStore:
     """One connection to index.sqlite, safe to share between threads."""
 
@@ -66,7 +81,7 @@ class IndexStore:
         self.readonly = readonly
         self._lock = threading.Lock()
         if readonly:
-            uri = f"file:{path}?mode=ro"
+            uri = f"file:{path}?mode=ro{_closed_index_flag(path)}"
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5)
         else:
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ commit_interval = "100ms"
 
 
 @pytest.fixture(scope="module")
-def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def stopped(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding pilog.toml with the relative `data_dir = "data"`, written by a real
     `pilog run` started there and stopped."""
     home = tmp_path_factory.mktemp("stopped")
@@ -47,7 +46,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with Running("run", "-c", config, cwd=home) as run:
         wait_for_seq(home / "data", 5)
         assert run.stop() == 0, run.stderr.text()
-    yield home
+    return home
 
 
 def not_a_data_dir(tmp_path: Path) -> Path:

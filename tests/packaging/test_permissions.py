@@ -1,8 +1,10 @@
 """What `pilog run` creates in its data dir is group-readable at most, never other-readable.
 
 Operators in the `pilog` group read the log over SSH (`pilog tail`, `pilog status`; see
-docs/install.md) and nobody else may. The parent's umask here is the common 022: pilog must
-tighten it itself (to 027), not rely on the unit's `UMask=0027` or a container runtime.
+docs/install.md) and nobody else may. The one group-writable file is lmdb's lock file, in
+which a reader of the projections takes its slot (tests/cli/test_group_access.py). The
+parent's umask here is the common 022: pilog must tighten it itself (to 027), not rely on
+the unit's `UMask=0027` or a container runtime.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pilog.testing.receiver import Receiver
 DIR_MODE = 0o750
 FILE_MODE = 0o640
 SOCKET_MODE = 0o660  # connecting to a Unix socket needs write permission on it
+# lmdb readers (`pilog show`) write their slot in it; the data file stays 0640.
+LMDB_LOCK_FILE_MODE = 0o660
 POISONED_SEQ = 3  # the receiver refuses this reading: a dead letter is written
 # Numeric ids without passwd entries: the service's user, an operator in its group, a stranger.
 SERVICE_UID, PILOG_GID = 20001, 20001
@@ -62,6 +66,8 @@ def wrong_modes(found: dict[str, int]) -> list[str]:
             kind, want = "dir", DIR_MODE
         elif stat.S_ISSOCK(mode):
             kind, want = "socket", SOCKET_MODE
+        elif name == "projections/lock.mdb":
+            kind, want = "lmdb lock file", LMDB_LOCK_FILE_MODE
         else:
             kind, want = "file", FILE_MODE
         if stat.S_IMODE(mode) != want:
@@ -94,6 +100,7 @@ def test_run_creates_everything_group_readable_and_hidden_from_others(
         "log/00000000000000000000.seg",
         "index.sqlite",
         "projections/data.mdb",
+        "projections/lock.mdb",
         "quarantine",
         "deadletter/rx.ndjson",
     }
