@@ -200,7 +200,7 @@ def check(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Validate the config and open every sensor's device; exit 1 if anything failed."""
+    """Validate the config, open every sensor's device, probe every sink; exit 1 on a failure."""
     import dataclasses
 
     from rich.console import Console
