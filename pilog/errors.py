@@ -8,6 +8,7 @@
         ├── CorruptionError    a frame or header fails its checks (segment, offset, reason)
         ├── FormatVersionError a segment was written by an unknown format version
         ├── LogFullError       an append was refused: the log is full or I/O is stalled
+        ├── RecordTooLargeError an append was refused: its payload is over the frame limit
         └── LogIOError         the disk failed under the writer (ENOSPC, EIO)
 
 A CLI command turns any PilogError into one sentence on stderr and a non-zero exit.
@@ -66,6 +67,19 @@ class FormatVersionError(LogError):
 
 class LogFullError(LogError):
     """An append was refused; the reading is dropped at the source and counted."""
+
+
+class RecordTooLargeError(LogError):
+    """A payload over the frame limit of docs/log-format.md; refused before it is written."""
+
+    def __init__(self, size: int, limit: int, index: int | None = None) -> None:
+        super().__init__(
+            f"record of {size} bytes is over the log's frame limit of {limit} bytes "
+            "(docs/log-format.md); make the reading smaller or split it into several"
+        )
+        self.size = size
+        self.limit = limit
+        self.index = index  # of the refused payload among those appended together
 
 
 class LogIOError(LogError):

@@ -22,7 +22,7 @@ from pilog.config import Config, SensorConfig
 from pilog.datadir import EventLog
 from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, find_driver
 from pilog.drivers.base import READ_WAIT_S, Payload, parse_options
-from pilog.errors import LogError, LogFullError, LogIOError
+from pilog.errors import LogError, LogFullError, LogIOError, RecordTooLargeError
 from pilog.events import ClockStep, DriverFailed, DriverStarted, DriverStopped, Gap, Reading
 
 log = logging.getLogger("pilog.runtime")
@@ -135,9 +135,20 @@ class Runtime:
             return self.events.append_many(bodies)
         except LogFullError:
             return None
+        except RecordTooLargeError as e:
+            return self._drop_too_large(bodies, e)
         except LogIOError as e:
             self._fail_hard(e)
             return None
+
+    def _drop_too_large(self, bodies: list[Reading], e: RecordTooLargeError) -> int | None:
+        """Drop the one reading no frame can hold, as a Gap naming it; append the others."""
+        big = bodies[e.index or 0]
+        log.error("sensor %s: reading dropped: %s", big.sensor, e)
+        gap = Gap(f"reading too large for the log ({e.size} bytes)", count=1, sensor=big.sensor)
+        seq = self._append(gap, incident=True)
+        rest = [b for b in bodies if b is not big]
+        return self._append_many(rest) if rest else seq
 
     # -- one sensor ----------------------------------------------------------------------
 

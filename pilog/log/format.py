@@ -49,6 +49,10 @@ FRAME_HEADER_BYTES = _FRAME.size  # 17
 _FRAME_BODY = struct.Struct("<IQB")  # what the frame checksum covers, before the payload
 MAX_PAYLOAD_BYTES = 1 << 24  # 16 MiB: far above any event, small enough to reject garbage lengths
 MAX_DEVICE_ID_BYTES = 255
+# Every version keeps magic, version, flags and header_len first and ends its header, of at
+# most this many bytes, with a CRC-32 of the bytes before it: any version's header can be
+# checked for damage before its version is believed.
+MAX_HEADER_BYTES = 512
 EPOCH_BYTES = 16
 _ZERO_FRAME_HEADER = bytes(FRAME_HEADER_BYTES)
 
@@ -93,7 +97,11 @@ class SegmentHeader:
 
 
 def decode_header(buf: bytes | memoryview, segment: str) -> SegmentHeader:
-    """Parse and check a segment header; raise CorruptionError or FormatVersionError."""
+    """Parse and check a segment header; raise CorruptionError or FormatVersionError.
+
+    The checksum is checked before the version: a damaged version byte is damage, and only
+    a header written whole (its checksum holds) of another version is another format.
+    """
     if len(buf) < HEADER_FIXED_BYTES:
         raise CorruptionError(segment, 0, f"header truncated ({len(buf)} bytes)")
     magic, version, _flags, header_len, epoch, base, created, id_len = _HEADER_FIXED.unpack_from(
@@ -101,15 +109,17 @@ def decode_header(buf: bytes | memoryview, segment: str) -> SegmentHeader:
     )
     if magic != MAGIC:
         raise CorruptionError(segment, 0, f"bad magic {bytes(magic)!r}")
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(segment, version, FORMAT_VERSION)
-    if header_len != HEADER_FIXED_BYTES + id_len + _CRC.size:
+    if version == FORMAT_VERSION and header_len != HEADER_FIXED_BYTES + id_len + _CRC.size:
         raise CorruptionError(segment, 10, f"header length {header_len} disagrees with id length")
+    if not _CRC.size < header_len <= MAX_HEADER_BYTES:
+        raise CorruptionError(segment, 10, f"header length {header_len} out of range")
     if len(buf) < header_len:
         raise CorruptionError(segment, 0, f"header truncated ({len(buf)} of {header_len} bytes)")
     (crc,) = _CRC.unpack_from(buf, header_len - _CRC.size)
     if crc != zlib.crc32(buf[: header_len - _CRC.size]):
         raise CorruptionError(segment, header_len - _CRC.size, "header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(segment, version, FORMAT_VERSION)
     device = bytes(buf[HEADER_FIXED_BYTES : HEADER_FIXED_BYTES + id_len]).decode(errors="replace")
     return SegmentHeader(epoch=bytes(epoch), base_seq=base, created_ns=created, device_id=device)
 
@@ -120,7 +130,7 @@ def header_checksum_holds(buf: bytes | memoryview) -> bool:
     if len(buf) < HEADER_FIXED_BYTES:
         return False
     header_len = int.from_bytes(buf[10:12], "little")
-    if not _CRC.size < header_len <= len(buf):
+    if not _CRC.size < header_len <= min(len(buf), MAX_HEADER_BYTES):
         return False
     (crc,) = _CRC.unpack_from(buf, header_len - _CRC.size)
     return bool(crc == zlib.crc32(buf[: header_len - _CRC.size]))

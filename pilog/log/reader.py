@@ -24,6 +24,7 @@ from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import (
     FRAME_HEADER_BYTES,
+    MAX_HEADER_BYTES,
     FrameStatus,
     ScanResult,
     SegmentHeader,
@@ -35,7 +36,7 @@ from pilog.log.format import (
 READ_CHUNK_BYTES = 1 << 20  # the largest read
 READ_BUDGET_BYTES = 1 << 20  # of frames per batch: what a reader holds at once
 FIRST_READ_BYTES = 1 << 16
-HEADER_READ_BYTES = 512
+HEADER_READ_BYTES = MAX_HEADER_BYTES  # any version's header fits
 FOLLOW_POLL_S = 0.2
 
 Record = tuple[int, bytes]
@@ -329,42 +330,56 @@ class LogReader:
         return None
 
     def verify(self) -> VerifyReport:
-        """Check every header and frame of every segment; collect what is wrong."""
+        """Check every header and frame of every segment; collect what is wrong.
+
+        Goes on after a damaged segment: the next one starts where its name says, so only a
+        discontinuity between two intact segments is reported, never the segment after damage.
+        """
         report = VerifyReport()
         segments = self.segments()
+        expect: int | None = None  # where the previous segment, if intact, says the next starts
         for i, (base, path) in enumerate(segments):
+            newest = i == len(segments) - 1
             try:
                 cursor = _SegmentCursor(path, base)
             except _NotYet:
-                if i < len(segments) - 1:
+                if not newest:
                     report.errors.append(CorruptionError(path.name, 0, _NO_HEADER_IN_SEALED))
                 else:
                     report.notes.append(f"{path.name}: header not written yet")
+                expect = None
                 continue
             except (CorruptionError, FormatVersionError) as e:
                 report.errors.append(e)
+                expect = None
                 continue
             except OSError as e:
                 report.errors.append(CorruptionError(path.name, 0, f"cannot read: {e}"))
+                expect = None
                 continue
             try:
-                self._verify_segment(cursor, report, newest=i == len(segments) - 1)
+                intact = self._verify_segment(cursor, report, newest, expect)
             finally:
                 cursor.close()
+            expect = cursor.next_seq if intact else None
         return report
 
     @staticmethod
-    def _verify_segment(cursor: _SegmentCursor, report: VerifyReport, newest: bool) -> None:
+    def _verify_segment(
+        cursor: _SegmentCursor, report: VerifyReport, newest: bool, expect: int | None
+    ) -> bool:
+        """Check one segment whose header is good; True when its frames are intact."""
         name, base, hdr = cursor.name, cursor.base_seq, cursor.header
         report.segments += 1
         if report.header is None:
             report.header = hdr
         elif hdr.epoch != report.header.epoch:
             report.errors.append(CorruptionError(name, 12, f"epoch {hdr.epoch.hex()} differs"))
-        if report.last_seq is not None and base != report.last_seq + 1:
+        if expect is not None and base != expect:
             report.errors.append(
-                CorruptionError(name, 0, f"starts at seq {base}, expected {report.last_seq + 1}")
+                CorruptionError(name, 0, f"starts at seq {base}, expected {expect}")
             )
+        errors = len(report.errors)
         while True:
             out: list[Record] = []
             cursor.read(out)
@@ -386,6 +401,7 @@ class LogReader:
             if report.first_seq is None:
                 report.first_seq = base
             report.last_seq = cursor.next_seq - 1
+        return len(report.errors) == errors
 
 
 @dataclass(slots=True)

@@ -18,16 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pilog.errors import CorruptionError, FormatVersionError
+from pilog.errors import CorruptionError, FormatVersionError, LogError
 from pilog.log import naming
 from pilog.log.format import (
     HEADER_FIXED_BYTES,
     MAX_DEVICE_ID_BYTES,
+    MAX_HEADER_BYTES,
     FrameStatus,
     SegmentHeader,
     count_intact_frames,
     decode_header,
-    header_checksum_holds,
     is_zero,
     scan_frames,
 )
@@ -37,7 +37,7 @@ from pilog.log.writer import LogHooks, LogOptions, LogWriter, _Active, create_se
 
 log = logging.getLogger("pilog.log")
 
-HEADER_READ_BYTES = 512  # more than any header (at most 305 bytes)
+HEADER_READ_BYTES = MAX_HEADER_BYTES  # any version's header fits
 
 TsOf = Callable[[bytes], int | None]
 _CRC_BYTES = 4
@@ -104,7 +104,7 @@ def open_log(
         except (CorruptionError, FormatVersionError) as e:
             reason = _torn_header(data, e)
             if reason is None:
-                raise
+                raise _not_torn(e) from None
             repairs.append(_quarantine(fs, path, quarantine_dir, 0, data, reason, wall_ns()))
             fs.unlink(path)
             fs.sync_dir(log_dir)
@@ -190,15 +190,30 @@ def _preallocate(handle: FileHandle, options: LogOptions, path: Path) -> None:
 
 
 def _torn_header(data: bytes, error: CorruptionError | FormatVersionError) -> str | None:
-    """Why a header is torn (cut short or never written); None for a foreign or damaged file."""
-    reason = error.reason if isinstance(error, CorruptionError) else f"version {error.version}"
+    """Why a header is torn (cut short or never written); None for a foreign or damaged file,
+    or a whole header of another format version."""
+    if isinstance(error, FormatVersionError):
+        return None  # its checksum holds: written whole, by a newer pilog
+    reason = error.reason
     if "truncated" in reason or is_zero(data[:64]):
         return reason
     # No frame is written before a segment's header is durable, so a header failing its checks
-    # with no frame after it was torn as it was written (into preallocated zeros: not short);
-    # unless its own checksum holds, as in an empty segment of a later format version.
+    # with no frame after it was torn as it was written (into preallocated zeros: not short).
+    # With frames after it, it was whole once: damage, for `pilog repair`.
     frames = count_intact_frames(data, 0, max_scan=_MAX_HEADER_BYTES)
-    return None if frames or header_checksum_holds(data) else reason
+    return None if frames else reason
+
+
+def _not_torn(error: CorruptionError | FormatVersionError) -> LogError:
+    """The error for a newest segment whose header is damaged, or of a newer version."""
+    if isinstance(error, FormatVersionError):
+        return error
+    return CorruptionError(
+        error.segment,
+        error.offset,
+        f"{error.reason}, with intact frames after it (damage, not a torn write); "
+        "stop pilog and run `pilog repair` to rebuild the header",
+    )
 
 
 def _check_epoch(fs: FileSystem, oldest: Path, epoch: bytes) -> None:

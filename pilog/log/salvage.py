@@ -25,18 +25,17 @@ from pilog.log import naming
 from pilog.log.format import (
     FRAME_HEADER_BYTES,
     FRAME_RECORD,
-    VERSION_OFFSET,
     FrameStatus,
     SegmentHeader,
     decode_header,
     encode_frame,
-    header_checksum_holds,
     intact_frame_at,
     scan_frames,
 )
 from pilog.log.fsio import OsFileSystem
 
 _SEQ = struct.Struct("<Q")
+_MAX_SEQ = (1 << 64) - 1
 # (lost seq, payload of the nearest intact record before it, if any) -> the filler's payload
 Filler = Callable[[int, bytes | None], bytes]
 
@@ -94,30 +93,30 @@ def plan_repair(
     data: bytes,
     name: str,
     base_seq: int,
-    last_seq: int,
+    last_seq: int | None,
     epoch: bytes,
     device_id: str,
     created_ns: int,
 ) -> tuple[SegmentHeader, SegmentRepair]:
     """Find every intact record of a sealed segment holding `base_seq..last_seq`.
 
-    Raises FormatVersionError for a segment of another format version (never rewritten:
-    a newer pilog may read it) and CorruptionError for one of another log.
+    `last_seq` None is the newest segment: it holds what its intact frames hold, and what
+    follows them is a tail the writer cuts when it opens the log. Raises FormatVersionError
+    for a segment of another format version (never rewritten: a newer pilog may read it)
+    and CorruptionError for one of another log.
     """
-    repair = SegmentRepair(name, base_seq, last_seq, len(data))
+    newest = last_seq is None
+    hi = _MAX_SEQ if last_seq is None else last_seq
+    repair = SegmentRepair(name, base_seq, hi, len(data))
     start: tuple[int, int] | None
     try:
         header = decode_header(data, name)
-    except (CorruptionError, FormatVersionError) as e:
-        if isinstance(e, FormatVersionError) and header_checksum_holds(data):
-            raise  # whole, of another version: a newer pilog reads it
+    except CorruptionError as e:
+        # The checksum is checked before the version, so this covers a damaged version byte.
         header = SegmentHeader(epoch, base_seq, created_ns, device_id)
         repair.header_rebuilt = True
-        if isinstance(e, CorruptionError):
-            repair.damage.append(Damage(e.offset, f"header: {e.reason}"))
-        else:
-            repair.damage.append(Damage(VERSION_OFFSET, "header: version byte damaged"))
-        start = _resync(data, 0, base_seq, last_seq)  # its length is unknown: search
+        repair.damage.append(Damage(e.offset, f"header: {e.reason}"))
+        start = _resync(data, 0, base_seq, hi)  # its length is unknown: search
     else:
         if header.epoch != epoch:
             raise CorruptionError(name, 12, f"epoch {header.epoch.hex()} is another log's")
@@ -126,15 +125,13 @@ def plan_repair(
         pos, first = start
         before = len(repair.kept)
         result = scan_frames(data, pos, first, repair.kept)
-        over = next(
-            (i for i in range(before, len(repair.kept)) if repair.kept[i][0] > last_seq), None
-        )
+        over = next((i for i in range(before, len(repair.kept)) if repair.kept[i][0] > hi), None)
         if over is not None:
             at = pos + sum(FRAME_HEADER_BYTES + len(p) for _, p in repair.kept[before:over])
             del repair.kept[over:]
-            repair.damage.append(Damage(at, f"a record past the segment's last seq {last_seq}"))
+            repair.damage.append(Damage(at, f"a record past the segment's last seq {hi}"))
             break
-        if result.status == FrameStatus.END:
+        if result.status == FrameStatus.END or newest:
             break
         reason = result.reason or (
             "zero-filled space in a sealed segment"
@@ -143,13 +140,27 @@ def plan_repair(
         )
         repair.damage.append(Damage(result.offset, reason))
         nxt = repair.kept[-1][0] + 1 if repair.kept else base_seq
-        if nxt > last_seq:
+        if nxt > hi:
             break  # only bytes after the last record
-        start = _resync(data, result.offset + 1, nxt, last_seq)
+        start = _resync(data, result.offset + 1, nxt, hi)
     last_kept = repair.kept[-1][0] if repair.kept else base_seq - 1
-    if last_kept < last_seq and not repair.damage:
+    if newest:
+        repair.last_seq = last_kept
+    elif last_kept < hi and not repair.damage:
         repair.damage.append(Damage(len(data), "the segment ends early"))
     return header, repair
+
+
+def header_damaged(data: bytes, name: str) -> bool:
+    """True when a segment's header fails its checks and intact frames follow it: damage
+    (the header was durable before any frame), not a header torn as it was written."""
+    try:
+        decode_header(data, name)
+    except CorruptionError:
+        return _resync(data, 0, 0, _MAX_SEQ) is not None
+    except FormatVersionError:
+        return False
+    return False
 
 
 def _resync(buf: bytes, pos: int, lo: int, hi: int) -> tuple[int, int] | None:

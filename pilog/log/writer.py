@@ -23,15 +23,19 @@ import os
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pilog.errors import LogFullError, LogIOError
+from pilog.errors import LogFullError, LogIOError, RecordTooLargeError
 from pilog.log import naming
-from pilog.log.format import FRAME_HEADER_BYTES, FRAME_RECORD, SegmentHeader
+from pilog.log.format import (
+    FRAME_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    SegmentHeader,
+    encode_frame,
+)
 from pilog.log.fsio import FileHandle, FileSystem
 from pilog.log.retention import ON_FULL_BLOCK, SealedSegment, plan_for_age, plan_for_room
 
@@ -59,8 +63,6 @@ ZERO_AHEAD_BELOW_BYTES = 16 << 10
 _ZERO_AHEAD_WEIGHT = 0.1  # of the newest sync in the running average of bytes per sync
 RETENTION_CHECK_INTERVAL_S = 60.0
 CLOSE_COMMIT_ROUNDS = 8  # each round's drops add a Gap event or two; they settle long before
-_CRC = struct.Struct("<I")
-_FRAME_BODY = struct.Struct("<IQB")
 _LENGTH = struct.Struct("<I")  # a frame's payload length, after its checksum
 # Write errors that can pass (space freed, quota raised): keep the batch in memory and retry.
 _RETRYABLE_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR, errno.EAGAIN})
@@ -269,10 +271,13 @@ class LogWriter:
     def append(self, payload: bytes, ts_ns: int | None = None) -> int:
         """Frame `payload` as the next record and return its seq; durable later.
 
-        Raises LogFullError when the record cannot be taken (`on_full = "block"` and no room,
-        or the disk has stalled and the in-memory batch is at its bound), LogIOError when the
-        writer failed for good.
+        Raises RecordTooLargeError, before anything is written, for a payload over the frame
+        limit (MAX_PAYLOAD_BYTES); LogFullError when the record cannot be taken
+        (`on_full = "block"` and no room, or the disk has stalled and the in-memory batch is
+        at its bound); LogIOError when the writer failed for good.
         """
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise RecordTooLargeError(len(payload), MAX_PAYLOAD_BYTES)
         with self._lock:
             if self._refusing or self._pending_bytes > self._max_pending_bytes:
                 raise self._refusal()
@@ -284,9 +289,13 @@ class LogWriter:
     def append_many(self, payloads: Iterable[bytes], ts_ns: int | None = None) -> int:
         """Append each payload as `append` does, under one lock; return the last seq.
 
-        All or nothing: refused as a whole, before any is taken. Returns `next_seq - 1`
-        when `payloads` is empty.
+        All or nothing: refused as a whole, before any is taken (RecordTooLargeError names
+        the first payload over the limit). Returns `next_seq - 1` when `payloads` is empty.
         """
+        payloads = payloads if isinstance(payloads, list | tuple) else list(payloads)
+        if payloads and max(map(len, payloads)) > MAX_PAYLOAD_BYTES:
+            i = next(i for i, p in enumerate(payloads) if len(p) > MAX_PAYLOAD_BYTES)
+            raise RecordTooLargeError(len(payloads[i]), MAX_PAYLOAD_BYTES, index=i)
         with self._lock:
             if self._refusing or self._pending_bytes > self._max_pending_bytes:
                 raise self._refusal()
@@ -309,8 +318,7 @@ class LogWriter:
         data = self._tail_data
         if data is None:
             data = self._new_tail(seq, ts_ns)
-        body = _FRAME_BODY.pack(len(payload), seq, FRAME_RECORD)
-        data += _CRC.pack(zlib.crc32(payload, zlib.crc32(body))) + body + payload
+        data += encode_frame(seq, payload)
         if ts_ns is not None:
             self._tail_ts = ts_ns
         self._seg_bytes += size

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from pilog.errors import FormatVersionError
+from pilog.errors import CorruptionError, FormatVersionError
 from pilog.events import (
     BODY_TYPES,
     Event,
@@ -28,6 +28,7 @@ from pilog.events import (
     event_id,
 )
 from pilog.log import naming
+from pilog.log import writer as writer_module
 from pilog.log.format import (
     FORMAT_VERSION,
     FRAME_HEADER_BYTES,
@@ -45,6 +46,8 @@ from pilog.log.format import (
     scan_frames,
 )
 from pilog.log.reader import HEADER_READ_BYTES, LogReader
+from pilog.log.repair import open_log
+from pilog.log.writer import LogOptions
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "log-format.md"
 _DUMP_LINE = re.compile(r"^\s*(\d+)  ([0-9a-f]{2}(?: [0-9a-f]{2})*)(?:\s{2,}\S.*)?$")
@@ -347,18 +350,52 @@ def test_checksum_is_the_stated_crc32_over_the_stated_bytes() -> None:
         assert zlib.crc32(bytes(damaged[4:])) != stored
 
 
-def test_unknown_version_is_refused_before_any_other_check() -> None:
+def test_a_whole_header_of_another_version_is_refused_as_a_newer_format() -> None:
     assert stated_number(r"this\s+page describes version (\d+)") == FORMAT_VERSION
+    segment = inputs()["segment_file"]
+    newer = SegmentHeader(bytes(16), 0, 0, "d", version=FORMAT_VERSION + 1).encode()
+    with pytest.raises(FormatVersionError) as raised:
+        decode_header(newer, segment)
+    assert (raised.value.segment, raised.value.version) == (segment, FORMAT_VERSION + 1)
+
+
+def test_a_damaged_version_byte_is_a_damaged_header_not_a_newer_format() -> None:
+    assert "checked after the header checksum" in " ".join(section("Versioning").split())
     at = size_expr({r["field"]: r for r in table("Segment header")}["version"]["offset"], {})
     data = bytearray(dumped_bytes())
     data[at] = FORMAT_VERSION + 1  # the header checksum is now wrong too
-    segment = inputs()["segment_file"]
-    with pytest.raises(FormatVersionError) as raised:
-        decode_header(bytes(data), segment)
-    assert (raised.value.segment, raised.value.version) == (segment, FORMAT_VERSION + 1)
-    newer = SegmentHeader(bytes(16), 0, 0, "d", version=FORMAT_VERSION + 1).encode()
-    with pytest.raises(FormatVersionError):
-        decode_header(newer, segment)
+    header_len = len(split_example()[0])
+    with pytest.raises(CorruptionError) as raised:
+        decode_header(bytes(data), inputs()["segment_file"])
+    assert (raised.value.offset, raised.value.reason) == (
+        header_len - 4,
+        "header checksum mismatch",
+    )
+
+
+def test_the_writer_frames_with_the_encoder_the_example_pins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+
+    def spy(seq: int, payload: bytes, frame_type: int = FRAME_RECORD) -> bytes:
+        calls.append(seq)
+        return encode_frame(seq, payload, frame_type)
+
+    monkeypatch.setattr(writer_module, "encode_frame", spy)
+    # A log whose newest segment is the example's header alone: the writer appends after it.
+    name = inputs()["segment_file"]
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / name).write_bytes(stated_header().encode())
+    opts = LogOptions(device_id=stated_header().device_id, preallocate=False)
+    writer, _ = open_log(tmp_path / "log", tmp_path / "quarantine", opts)
+    try:
+        assert writer.append(encode_record(stated_record())) == inputs()["frame"]["seq"]
+        writer.sync()
+    finally:
+        writer.close()
+    assert calls == [inputs()["frame"]["seq"]]
+    assert (tmp_path / "log" / name).read_bytes().hex(" ") == dumped_bytes().hex(" ")
 
 
 def test_trailing_fields_unknown_to_this_reader_are_skipped_as_stated() -> None:

@@ -26,7 +26,7 @@ from logfiles import (
 
 from pilog.errors import CorruptionError, FormatVersionError, LogError
 from pilog.log import naming
-from pilog.log.format import FRAME_HEADER_BYTES, encode_frame
+from pilog.log.format import FRAME_HEADER_BYTES, VERSION_OFFSET, encode_frame
 from pilog.log.reader import READ_CHUNK_BYTES, LogReader
 from pilog.log.repair import open_log
 
@@ -151,10 +151,11 @@ CASES = {
     "torn-header-in-preallocated-newest": Case(
         lambda log: log.newest.path.write_bytes(header(5).encode()[:8] + bytes(4096)),
         records=5,
-        error=FormatVersionError,
-        version=0,
+        error=CorruptionError,
+        where=at("newest", lambda s: 10),
+        reason="header length 0 out of range",
         cut=lambda s: 0,
-        cut_reason="version 0",
+        cut_reason="header length 0 out of range",
         header_cut=True,
         next_seq=5,
     ),
@@ -199,6 +200,16 @@ CASES = {
         records=5,
         error=FormatVersionError,
         open_error=FormatVersionError,
+    ),
+    # The checksum is checked before the version: a flipped version byte is damage, which
+    # `pilog repair` rebuilds, not "a newer format, upgrade pilog".
+    "damaged-version-byte-in-newest": Case(
+        lambda log: patch(log.newest.path, VERSION_OFFSET, b"\x03"),
+        records=5,
+        error=CorruptionError,
+        where=at("newest", lambda s: s.header_size - 4),
+        reason="header checksum mismatch",
+        open_error=CorruptionError,
     ),
     "bad-header-checksum-in-newest": Case(
         lambda log: bad_header_checksum(log.newest),
@@ -293,6 +304,14 @@ CASES = {
         records=0,
         error=FormatVersionError,
         open_error=FormatVersionError,
+    ),
+    "damaged-version-byte-in-sealed": Case(
+        lambda log: patch(log.sealed.path, VERSION_OFFSET, b"\x03"),
+        records=0,
+        error=CorruptionError,
+        where=at("sealed", lambda s: s.header_size - 4),
+        reason="header checksum mismatch",
+        open_error=CorruptionError,
     ),
     "bad-header-checksum-in-sealed": Case(
         lambda log: bad_header_checksum(log.sealed),
@@ -560,3 +579,23 @@ def test_verify_reports_a_segment_of_a_later_format_version_with_the_other_damag
     report = LogReader(log_dir).verify()
     assert [type(e) for e in report.errors] == [FormatVersionError]
     assert report.errors[0].segment == oldest.name
+
+
+def test_verify_goes_on_after_damaged_segments_and_blames_only_them(tmp_path: Path) -> None:
+    """Damage in segments 1, 3 and 4 of 6: each is reported once; 0, 2 and 5 are not."""
+    log_dir = tmp_path / "log"
+    segs = [write_segment(log_dir, 5 * i, PAYLOADS[:5]) for i in range(6)]  # seqs 0..29
+    flip_payload_byte(segs[1], 2)
+    set_length(segs[3], 1, 0xFFFF_FFFF)
+    patch(segs[4].path, 0, bytes(20))  # a torn header
+
+    report = LogReader(log_dir).verify()
+
+    found = [(e.segment, e.offset) for e in report.errors if isinstance(e, CorruptionError)]
+    assert found == [
+        (segs[1].path.name, segs[1].offsets[2]),
+        (segs[3].path.name, segs[3].offsets[1]),
+        (segs[4].path.name, 0),
+    ], [str(e) for e in report.errors]
+    assert len(report.errors) == 3
+    assert report.records == 5 + 2 + 5 + 1 + 5  # every intact frame before each damage

@@ -14,7 +14,13 @@ from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import FRAME_HEADER_BYTES, SegmentHeader, encode_frame
 from pilog.log.reader import LogReader
-from pilog.log.salvage import SegmentRepair, plan_repair, repaired_bytes, rewrite_segment
+from pilog.log.salvage import (
+    SegmentRepair,
+    header_damaged,
+    plan_repair,
+    repaired_bytes,
+    rewrite_segment,
+)
 
 BASE = 1000
 COUNT = 40
@@ -77,8 +83,29 @@ def test_a_damaged_version_byte_is_header_damage_not_a_newer_format() -> None:
     head, repair = plan(data)
     assert repair.header_rebuilt
     assert head.version == 1
-    assert repair.damage[0].reason == "header: version byte damaged"
+    assert repair.damage[0].reason == "header: header checksum mismatch"
     assert len(repair.kept) == COUNT
+
+
+def test_the_newest_segment_keeps_its_frames_up_to_its_tail_under_a_rebuilt_header() -> None:
+    data, offsets = segment()
+    data[8] = 3  # the version byte
+    torn = bytes(data[: offsets[-1] + 9]) + bytes(4096)  # a torn last frame, then zeros
+    assert header_damaged(torn, naming.segment_name(BASE))
+    head, repair = plan_repair(torn, naming.segment_name(BASE), BASE, None, EPOCH, DEVICE, 0)
+    assert repair.header_rebuilt
+    assert (head.version, head.epoch, head.base_seq) == (1, EPOCH, BASE)
+    assert [d.reason for d in repair.damage] == ["header: header checksum mismatch"]
+    assert [s for s, _ in repair.kept] == list(range(BASE, BASE + COUNT - 1))
+    assert (repair.last_seq, repair.lost) == (BASE + COUNT - 2, [])
+
+
+def test_a_header_torn_before_any_frame_is_not_damage_for_repair() -> None:
+    data, _ = segment(count=0)
+    data[-1] ^= 0xFF
+    assert not header_damaged(bytes(data) + bytes(4096), naming.segment_name(BASE))
+    intact, _ = segment()
+    assert not header_damaged(bytes(intact), naming.segment_name(BASE))
 
 
 def test_a_cut_segment_loses_its_tail_up_to_the_successor() -> None:

@@ -20,10 +20,17 @@ import pytest
 from logfiles import DEVICE, options, payload, read_all
 
 import pilog.log.writer as writer_module
-from pilog.errors import LogFullError, LogIOError
+from pilog.errors import LogFullError, LogIOError, RecordTooLargeError
 from pilog.log import naming
-from pilog.log.format import FRAME_HEADER_BYTES, decode_header, encode_frame, frame_size
+from pilog.log.format import (
+    FRAME_HEADER_BYTES,
+    MAX_PAYLOAD_BYTES,
+    decode_header,
+    encode_frame,
+    frame_size,
+)
 from pilog.log.fsio import FileSystem
+from pilog.log.reader import LogReader
 from pilog.log.repair import Repair, open_log
 from pilog.log.writer import Drop, LogWriter, SegmentInfo
 from pilog.testing.clock import FakeClock
@@ -883,6 +890,36 @@ def test_failure_to_create_a_segment_names_the_new_segment(
         writer.sync()
     assert raised.value.op == "create"
     assert raised.value.path.endswith(naming.segment_name(1))
+
+
+def test_a_payload_over_the_frame_limit_is_refused_before_anything_is_written(
+    open_writer: OpenWriter, log_dir: Path
+) -> None:
+    writer, _ = open_writer(segment_bytes=4096)
+    writer.append(b"before")
+    writer.sync()
+    files_before = {p.name: p.read_bytes() for p in log_dir.iterdir()}
+
+    with pytest.raises(RecordTooLargeError) as raised:
+        writer.append(bytes(MAX_PAYLOAD_BYTES + 1))
+    assert (raised.value.size, raised.value.limit) == (MAX_PAYLOAD_BYTES + 1, MAX_PAYLOAD_BYTES)
+    assert f"{MAX_PAYLOAD_BYTES + 1} bytes" in str(raised.value)
+    assert f"limit of {MAX_PAYLOAD_BYTES} bytes" in str(raised.value)
+    with pytest.raises(RecordTooLargeError) as raised:
+        writer.append_many([b"fits", bytes(MAX_PAYLOAD_BYTES + 1), b"fits too"])
+    assert raised.value.index == 1  # and none of the three was taken
+    writer.sync()
+    assert {p.name: p.read_bytes() for p in log_dir.iterdir()} == files_before
+    assert (writer.next_seq, writer.durable_seq) == (1, 0)
+
+    # The writer goes on; a payload of exactly the limit is a frame readers accept.
+    assert writer.append(b"after") == 1
+    assert writer.append(bytes(MAX_PAYLOAD_BYTES)) == 2
+    writer.sync()
+    records, error = read_all(log_dir)
+    assert error is None
+    assert [(s, len(p)) for s, p in records] == [(0, 6), (1, 5), (2, MAX_PAYLOAD_BYTES)]
+    assert LogReader(log_dir).verify().ok
 
 
 def test_append_many_takes_all_in_order_or_none(open_writer: OpenWriter, log_dir: Path) -> None:
