@@ -1,15 +1,17 @@
 """The control socket: how a running `pilog run` shows its live state to other processes.
 
-`DATA_DIR/control.sock` is a Unix stream socket; a client sends one JSON object on one line
-(`{"cmd": "status"}`) and reads one JSON object back. Driver health and each consumer's retry
-state live only in the running process's memory; this serves them without writing to the SD
-card. Access is the socket file's: owner and group (0660), like the data dir.
+`DATA_DIR/control.sock` is a Unix stream socket; a client sends one request on one line and
+reads one answer line back, both msgspec-encoded JSON of the types below:
+`{"cmd": "status"}` answers a `pilog.runstate.RunSnapshot`; `{"cmd": "retry", "sink": NAME}`
+(NAME null: every sink) wakes sinks waiting to retry and answers a `RetryAnswer`; anything
+else answers an `ErrorAnswer`. Driver health and each consumer's retry state live only in the
+running process's memory; this serves them without writing to the SD card. Access is the
+socket file's: owner and group (0660), like the data dir.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -17,7 +19,9 @@ import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
+
+import msgspec
 
 from pilog.log import naming
 
@@ -27,7 +31,31 @@ SOCKET_NAME = naming.CONTROL_SOCKET
 MAX_REQUEST_BYTES = 64 << 10
 SUN_PATH_MAX = 107  # bytes of a Unix socket path, less the terminating NUL
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+class StatusRequest(msgspec.Struct, frozen=True, tag="status", tag_field="cmd"):
+    """Ask for the live `RunSnapshot`."""
+
+
+class RetryRequest(msgspec.Struct, frozen=True, tag="retry", tag_field="cmd"):
+    """Wake sinks waiting to retry: the one named, or every one (None)."""
+
+    sink: str | None = None
+
+
+Request = StatusRequest | RetryRequest
+
+
+class RetryAnswer(msgspec.Struct, frozen=True):
+    woken: list[str]  # sinks that were waiting and send again now
+    sinks: list[str]  # every sink of the running pilog
+
+
+class ErrorAnswer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    error: str
+
+
+Handler = Callable[[Request], msgspec.Struct]
+A = TypeVar("A", bound=msgspec.Struct)
 
 
 @contextlib.contextmanager
@@ -48,17 +76,18 @@ class _RequestHandler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         line = self.rfile.readline(MAX_REQUEST_BYTES)
+        answer: msgspec.Struct
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("expected a JSON object")
-            answer = self.server.answer(request)
-        except ValueError as e:
-            answer = {"error": f"bad request: {e}"}
-        except Exception as e:
-            log.exception("control request failed")
-            answer = {"error": f"{type(e).__name__}: {e}"}
-        self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
+            request = msgspec.json.decode(line, type=Request)
+        except msgspec.DecodeError as e:
+            answer = ErrorAnswer(f"bad request ({e}); known commands: status, retry")
+        else:
+            try:
+                answer = self.server.answer(request)
+            except Exception as e:
+                log.exception("control request failed")
+                answer = ErrorAnswer(f"{type(e).__name__}: {e}")
+        self.wfile.write(msgspec.json.encode(answer) + b"\n")
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -91,8 +120,10 @@ class ControlServer:
             self.path.unlink()
 
 
-def query(data_dir: Path, request: dict[str, Any], timeout_s: float = 3.0) -> dict[str, Any] | None:
-    """Ask the `pilog run` of `data_dir`; None when none answers."""
+def query(
+    data_dir: Path, request: Request, answer: type[A], timeout_s: float = 3.0
+) -> A | ErrorAnswer | None:
+    """Ask the `pilog run` of `data_dir`; None when none answers (or not in these types)."""
     path = Path(data_dir) / SOCKET_NAME
     if not path.exists():
         return None
@@ -103,13 +134,16 @@ def query(data_dir: Path, request: dict[str, Any], timeout_s: float = 3.0) -> di
         ):
             s.settimeout(timeout_s)
             s.connect(connect_path)
-            s.sendall(json.dumps(request).encode() + b"\n")
+            s.sendall(msgspec.json.encode(request) + b"\n")
             with s.makefile("rb") as f:
                 line = f.readline()
     except OSError:
         return None
     try:
-        answer = json.loads(line)
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
+        return msgspec.json.decode(line, type=ErrorAnswer)
+    except msgspec.DecodeError:
+        pass  # not an error: the answer asked for
+    try:
+        return msgspec.json.decode(line, type=answer)
+    except msgspec.DecodeError:
+        return None  # a pilog of another version: its live state is not ours to read

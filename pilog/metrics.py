@@ -2,8 +2,8 @@
 
 Off unless `[metrics] listen = "HOST:PORT"`. Every family is present from the start, zero
 until something happens, so dashboards and alerts never see a series appear from nowhere.
-Values are read at scrape time from the writer, the runtime and the consumers; nothing is
-counted twice and nothing here touches the disk but `pilog_log_bytes` (a directory listing).
+Values come from one `RunSnapshot` taken at scrape time (`pilog.runstate`), the same snapshot
+`pilog status` shows over the control socket, so the two agree on every number.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pilog.log import naming
 from pilog.log.writer import SYNC_SECONDS_BUCKETS
+from pilog.runstate import ConsumerView, DriverView, RunSnapshot, WriterView
 
 log = logging.getLogger("pilog.metrics")
 
@@ -59,86 +59,56 @@ def _number(v: float) -> str:
     return repr(float(v))
 
 
-def collect(
-    events: Any, runtime: Any, consumers: Any, incident_counts: Callable[[], dict[str, int]]
-) -> list[Family]:
-    """Every family, from the live objects of `pilog run` (EventLog, Runtime, ConsumerGroup)."""
-    writer = events.writer
-    stats = writer.stats
+def collect(snap: RunSnapshot) -> list[Family]:
+    """Every family, from one snapshot of `pilog run` (the one `pilog status` also shows)."""
+    w = snap.writer
     fams = [
-        Family("pilog_appends_total", "counter", "Events appended since start.").add(
-            writer.next_seq - stats.start_seq
-        ),
-        Family("pilog_durable_seq", "gauge", "Highest seq that is durable.").add(
-            writer.durable_seq
-        ),
+        Family("pilog_appends_total", "counter", "Events appended since start.").add(w.appended),
+        Family("pilog_durable_seq", "gauge", "Highest seq that is durable.").add(w.durable_seq),
         Family("pilog_bytes_written_total", "counter", "Frame bytes written to segments.").add(
-            stats.bytes_written
+            w.bytes_written
         ),
-        _sync_histogram(stats),
-        Family("pilog_log_bytes", "gauge", "Bytes of the segments on disk.").add(
-            _log_bytes(events)
-        ),
-        Family("pilog_log_max_bytes", "gauge", "The log's cap (max_bytes).").add(
-            events.config.log.max_bytes
-        ),
+        _sync_histogram(w),
+        Family("pilog_log_bytes", "gauge", "Bytes of the segments on disk.").add(w.log_bytes),
+        Family("pilog_log_max_bytes", "gauge", "The log's cap (max_bytes).").add(w.max_bytes),
         Family(
             "pilog_log_full", "gauge", "1 while appends are refused (full, or disk stalled)."
-        ).add(int(writer.refusing)),
+        ).add(int(w.refusing)),
         Family("pilog_log_io_error", "gauge", "1 while the disk refuses writes (retried).").add(
-            int(writer.io_error is not None)
+            int(w.io_error is not None)
+        ),
+        Family("pilog_repairs_total", "counter", "Torn tails cut on open (repair events).").add(
+            snap.repairs
+        ),
+        Family("pilog_gaps_total", "counter", "Losses recorded as gap events.").add(snap.gaps),
+        Family("pilog_clock_steps_total", "counter", "Wall-clock steps seen since start.").add(
+            snap.clock.steps
         ),
     ]
-    counts = incident_counts()
-    fams.append(
-        Family("pilog_repairs_total", "counter", "Torn tails cut on open (repair events).").add(
-            counts.get("repair", 0)
-        )
-    )
-    fams.append(
-        Family("pilog_gaps_total", "counter", "Losses recorded as gap events.").add(
-            counts.get("gap", 0)
-        )
-    )
-    fams.append(
-        Family("pilog_clock_steps_total", "counter", "Wall-clock steps seen since start.").add(
-            len(runtime.clock_steps)
-        )
-    )
-    fams += _driver_families(runtime.health.values())
-    fams += _consumer_families(consumers.states(), writer.durable_seq)
+    fams += _driver_families(snap.drivers)
+    fams += _consumer_families(snap.consumers, snap.wall_ns)
     return fams
 
 
-def _sync_histogram(stats: Any) -> Family:
+def _sync_histogram(w: WriterView) -> Family:
     fam = Family("pilog_fsync_seconds", "histogram", "Time fdatasync of a segment took.")
     cumulative = 0
-    for bound, n in zip(SYNC_SECONDS_BUCKETS, stats.sync_buckets, strict=True):
+    for bound, n in zip(SYNC_SECONDS_BUCKETS, w.sync_buckets, strict=True):
         cumulative += n
         fam.add(cumulative, "_bucket", le=repr(bound))
-    fam.add(stats.syncs, "_bucket", le="+Inf")
-    fam.add(stats.sync_seconds_sum, "_sum")
-    return fam.add(stats.syncs, "_count")
+    fam.add(w.syncs, "_bucket", le="+Inf")
+    fam.add(w.sync_seconds_sum, "_sum")
+    return fam.add(w.syncs, "_count")
 
 
-def _log_bytes(events: Any) -> int:
-    total = 0
-    for _, path in naming.list_segments(events.paths.log_dir):
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:
-            continue  # deleted by retention since the listing
-    return total
-
-
-def _driver_families(health: Iterable[Any]) -> list[Family]:
+def _driver_families(drivers: Iterable[DriverView]) -> list[Family]:
     readings = Family("pilog_driver_readings_total", "counter", "Readings a sensor produced.")
     errors = Family("pilog_driver_errors_total", "counter", "Failures of a sensor's driver.")
     dropped = Family(
         "pilog_driver_dropped_total", "counter", "Readings refused by a full log at the source."
     )
     up = Family("pilog_driver_up", "gauge", "1 while the sensor's driver runs without failing.")
-    for h in health:
+    for h in drivers:
         readings.add(h.readings, sensor=h.sensor)
         errors.add(h.failures, sensor=h.sensor)
         dropped.add(h.dropped, sensor=h.sensor)
@@ -146,24 +116,40 @@ def _driver_families(health: Iterable[Any]) -> list[Family]:
     return [readings, errors, dropped, up]
 
 
-def _consumer_families(states: list[dict[str, Any]], durable_seq: int) -> list[Family]:
+def _consumer_families(consumers: list[ConsumerView], wall_ns: int) -> list[Family]:
     lag = Family("pilog_consumer_lag_events", "gauge", "Durable events a consumer has not handled.")
+    age = Family(
+        "pilog_consumer_lag_seconds",
+        "gauge",
+        "Age of the oldest durable event a consumer has not handled (0 when caught up).",
+    )
     handled = Family(
         "pilog_consumer_delivered_total", "counter", "Readings acknowledged or events applied."
     )
     retries = Family("pilog_consumer_retries_total", "counter", "Failed sends since start.")
     dead = Family("pilog_dead_letters_total", "counter", "Readings a sink refused for good.")
-    for s in states:
-        name = s["name"]
-        cursor = s["next_seq"]
-        lag.add(
-            max(0, durable_seq + 1 - cursor) if cursor is not None else durable_seq + 1,
-            consumer=name,
-        )
-        handled.add(s["delivered"], consumer=name)
-        retries.add(s["retries"], consumer=name)
-        dead.add(s["dead_letters"], consumer=name)
-    return [lag, handled, retries, dead]
+    paused = Family(
+        "pilog_consumer_paused",
+        "gauge",
+        "1 while a consumer is paused until the operator acts; `reason` says on what.",
+    )
+    retry_at = Family(
+        "pilog_consumer_next_retry_timestamp_seconds",
+        "gauge",
+        "When a waiting consumer sends again (Unix time; 0 when it is not waiting).",
+    )
+    for c in consumers:
+        name = c.name
+        lag.add(c.lag_events, consumer=name)
+        age.add(max(0, wall_ns - c.oldest_ns) / 1e9 if c.oldest_ns else 0, consumer=name)
+        handled.add(c.delivered, consumer=name)
+        retries.add(c.retries, consumer=name)
+        dead.add(c.dead_letters, consumer=name)
+        is_paused = c.state == "paused"
+        reason = (c.paused_reason or "other") if is_paused else ""
+        paused.add(int(is_paused), consumer=name, reason=reason)
+        retry_at.add(c.retry_at_ns / 1e9 if c.retry_at_ns else 0, consumer=name)
+    return [lag, age, handled, retries, dead, paused, retry_at]
 
 
 class MetricsServer:
@@ -213,3 +199,8 @@ def _handler(render: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
 
 def render(families: Iterable[Family]) -> str:
     return "".join(f.render() for f in families)
+
+
+def render_snapshot(snap: RunSnapshot) -> str:
+    """The /metrics page of one snapshot."""
+    return render(collect(snap))

@@ -134,6 +134,20 @@ def status(
 
 
 @app.command()
+def retry(
+    sink: Annotated[
+        str | None, typer.Argument(help="The sink to wake (default: every waiting sink)")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make sinks waiting to retry (after an outage, or paused) send again now."""
+    from pilog.cli import retry as retry_cmd
+
+    print(retry_cmd.retry(resolve_config(config, data_dir), sink))
+
+
+@app.command()
 def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Check every frame of the log; exit 1 naming segment and offset on damage."""
     from rich.console import Console

@@ -7,17 +7,19 @@ import json
 import time
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from pilog.cli.common import human_age, human_bytes
 from pilog.config import Config, projection_name
-from pilog.control import query
+from pilog.control import StatusRequest, query
 from pilog.datadir import writer_pid
 from pilog.durability import durability_dict
 from pilog.events import rfc3339
 from pilog.history import History
 from pilog.index.store import Rewind
+from pilog.runstate import ConsumerView, RunSnapshot
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -81,19 +83,19 @@ def collect(config: Config) -> dict[str, Any]:
             status["index"] = f"unreadable ({e})"
         finally:
             index.close()
-    live = query(config.data_dir, {"cmd": "status"}) if status["writer_pid"] else None
+    answer = query(config.data_dir, StatusRequest(), RunSnapshot) if status["writer_pid"] else None
+    live = answer if isinstance(answer, RunSnapshot) else None
     # The running process's own window when it answers: its config is the one in force.
     status["durability"] = durability_dict(config) | {"of": "this config (pilog not running)"}
-    if live is not None and "error" not in live:
-        status["durability"] = live.get("durability", status["durability"]) | {
-            "of": "the running pilog"
-        }
-        status["durable_seq"] = live["writer"]["durable_seq"]
-        status["writer"] = live["writer"]
-        status["drivers"] = live["drivers"]
-        status["clock"] = live["clock"]
+    if live is not None:
+        status["durability"] = msgspec.to_builtins(live.durability) | {"of": "the running pilog"}
+        status["durable_seq"] = live.writer.durable_seq
+        status["writer"] = msgspec.to_builtins(live.writer)
+        status["drivers"] = msgspec.to_builtins(live.drivers)
+        status["clock"] = msgspec.to_builtins(live.clock)
+        status["wall_ns"] = live.wall_ns
     status["consumers"] = _consumers(
-        config, history, last_seq, cursor_rows, rewinds, live.get("consumers", []) if live else []
+        config, history, last_seq, cursor_rows, rewinds, live.consumers if live else []
     )
     return status
 
@@ -104,26 +106,37 @@ def _consumers(
     last_seq: int | None,
     cursor_rows: dict[str, tuple[int, int]],
     rewinds: dict[str, Rewind],
-    live: list[dict[str, Any]],
+    live: list[ConsumerView],
 ) -> list[dict[str, Any]]:
-    """Each configured or remembered consumer: cursor, lag in events and age, live state."""
+    """Each configured or remembered consumer: cursor, lag in events and age, live state.
+
+    The lag is the running pilog's when it answers (from what the consumer delivered, committed
+    or not); else from the committed cursor, or from the oldest event for a consumer that never
+    committed one (it starts there)."""
     names = [f"sink:{s.name}" for s in config.sink]
     names += [f"projection:{projection_name(p)}" for p in config.projection]
     names += sorted(n for n in cursor_rows if n not in names)
-    by_name = {c["name"]: c for c in live}
+    by_name = {c.name: c for c in live}
     now = time.time_ns()
+    first_seq = history.first_seq()
     out = []
     for name in names:
         seq, updated_ns = cursor_rows.get(name, (None, None))
         entry: dict[str, Any] = {"name": name, "next_seq": seq, "updated_ns": updated_ns}
-        if seq is not None and last_seq is not None:
-            entry["lag_events"] = max(0, last_seq + 1 - seq)
-            oldest = next(iter(history.events(seq)), None) if seq <= last_seq else None
-            entry["lag_s"] = (now - oldest.ts_ns) / 1e9 if oldest is not None else 0.0
+        view = by_name.get(name)
+        if view is not None:
+            entry["lag_events"] = view.lag_events
+            entry["lag_s"] = (now - view.oldest_ns) / 1e9 if view.oldest_ns else 0.0
+        elif last_seq is not None:
+            start = seq if seq is not None else first_seq
+            if start is not None:
+                entry["lag_events"] = max(0, last_seq + 1 - start)
+                oldest = next(iter(history.events(start)), None) if start <= last_seq else None
+                entry["lag_s"] = (now - oldest.ts_ns) / 1e9 if oldest is not None else 0.0
         if name in rewinds:
             entry["replay"] = dataclasses.asdict(rewinds[name])
-        if name in by_name:
-            entry["live"] = by_name[name]
+        if view is not None:
+            entry["live"] = msgspec.to_builtins(view)
         out.append(entry)
     return out
 
@@ -201,26 +214,66 @@ def _consumer_table(consumers: list[dict[str, Any]]) -> Table:
     table.add_column("consumer", no_wrap=True)
     for col in ("next seq", "lag", "state", "last ok", "last error"):
         table.add_column(col)
+    now = time.time_ns()
     for c in consumers:
         live = c.get("live") or {}
         lag = "-"
         if "lag_events" in c:
             lag = f"{c['lag_events']} events, {human_age(c['lag_s'])}"
-        state = live.get("state", "not running" if not live else "?")
-        if live.get("attempts"):
-            state += f" (attempt {live['attempts']})"
-        if "replay" in c:
-            state += f", replaying from {c['replay']['from_seq']}"
         last_ok = live.get("last_ok_ns")
         table.add_row(
             c["name"],
             "-" if c["next_seq"] is None else str(c["next_seq"]),
             lag,
-            state,
-            human_age((time.time_ns() - last_ok) / 1e9) + " ago" if last_ok else "-",
-            live.get("last_error") or "-",
+            _state_cell(c, live, now),
+            human_age((now - last_ok) / 1e9) + " ago" if last_ok else "-",
+            _error_cell(live, now),
         )
     return table
+
+
+def _ago(ns: int, now: int) -> str:
+    return f"{human_age((now - ns) / 1e9)} ago"
+
+
+def _state_cell(c: dict[str, Any], live: dict[str, Any], now: int) -> str:
+    raw = str(live.get("state", "not running" if not live else "?"))
+    state = raw
+    reason = live.get("paused_reason")
+    if raw == "paused" and reason:
+        state = f"[red]paused[/red]: {PAUSED_BECAUSE.get(reason, reason)}"
+    if live.get("attempts"):
+        state += f" (attempt {live['attempts']}"
+        if live.get("failing_since_ns"):
+            state += f", failing for {human_age((now - live['failing_since_ns']) / 1e9)}"
+        state += ")"
+    retry_at = live.get("retry_at_ns")
+    if retry_at and raw in ("retrying", "paused"):
+        state += f", next try in {human_age(max(0, retry_at - now) / 1e9)} or on pilog retry"
+    recovered = live.get("recovered_ns")
+    if recovered and not live.get("attempts"):
+        state += f", delivering again since {rfc3339(recovered)} ({_ago(recovered, now)})"
+    if "replay" in c:
+        state += f", replaying from {c['replay']['from_seq']}"
+    return state
+
+
+def _error_cell(live: dict[str, Any], now: int) -> str:
+    error = live.get("last_error")
+    if not error:
+        return "-"
+    at = live.get("last_error_ns")
+    text = f"{_ago(at, now)}: {error}" if at else str(error)
+    recovered = live.get("recovered_ns")
+    if recovered and at and recovered > at and not live.get("attempts"):
+        text = f"(before recovery) {text}"
+    return text
+
+
+PAUSED_BECAUSE = {
+    "endpoint": "the endpoint refuses every reading (see last error; fix the url)",
+    "credentials": "the receiver refuses the credentials",
+}
 
 
 def _driver_table(drivers: list[dict[str, Any]]) -> Table:

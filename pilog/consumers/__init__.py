@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilog.config import Config
 from pilog.consumers.base import Consumer, ConsumerState
 from pilog.datadir import EventLog
+
+if TYPE_CHECKING:
+    from pilog.uploader.loop import Uploader
 
 log = logging.getLogger("pilog.consumer")
 
@@ -55,6 +58,8 @@ class ConsumerGroup:
     def stop(self, timeout_s: float) -> None:
         """Ask every consumer to stop and commit; abandon those still busy after `timeout_s`."""
         self._stop.set()
+        for u in self._uploaders():
+            u.wake()  # a sink waiting to retry leaves its wait at once
         deadline = time.monotonic() + timeout_s
         for c in self.consumers:
             if not c.join(max(0.0, deadline - time.monotonic())):
@@ -62,3 +67,17 @@ class ConsumerGroup:
 
     def states(self) -> list[dict[str, Any]]:
         return [c.state.as_dict() for c in self.consumers]
+
+    def sink_names(self) -> list[str]:
+        return [u.config.name for u in self._uploaders()]
+
+    def retry_now(self, sink: str | None = None) -> list[str]:
+        """Wake the sinks waiting to retry (the one named, or all); return the woken ones."""
+        return [
+            u.config.name for u in self._uploaders() if sink in (None, u.config.name) and u.wake()
+        ]
+
+    def _uploaders(self) -> list[Uploader]:
+        from pilog.uploader.loop import Uploader  # noqa: PLC0415
+
+        return [c for c in self.consumers if isinstance(c, Uploader)]

@@ -9,8 +9,16 @@ idempotency key (invariant 4). The answer table (`Outcome`):
 - `retry`: exponential backoff with full jitter, capped at `retry_max`; `Retry-After` wins;
 - `too_large`: the batch is split in halves, each sent in order;
 - `rejected`: the batch is bisected down to the events the receiver refuses; each becomes a
-  `DeadLetter` event (and a line in `deadletter/<sink>.ndjson`) and the rest is delivered;
+  `DeadLetter` event (and a line in `deadletter/<sink>.ndjson`) once another reading of the
+  batch was accepted, and the rest is delivered;
+- `rejected` alike with nothing accepted: the refusal is about the endpoint, not the readings
+  (a wrong URL): when `PAUSE_AFTER_REFUSALS` readings of a batch in a row (or every reading of a
+  smaller batch) were refused on their own with the same status and none of the batch was
+  accepted, nothing is dead-lettered, the cursor stays before the batch and the sink pauses;
 - `unauthorized`: the sink pauses for `retry_max` between attempts and says so, once per streak.
+A paused sink tries again every `retry_max`, at once when `pilog retry` asks (`wake`), and with
+a fresh batch after an endpoint pause, so a lone bad reading is dead-lettered as soon as a
+reading after it is accepted. A restart of pilog (a corrected config) tries at once.
 The sink never gives up on good data, and never loses bad data: a dead letter stays in the log.
 """
 
@@ -25,8 +33,9 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from pilog.config import SinkConfig
-from pilog.consumers.base import Consumer, Restart
+from pilog.cli.common import human_age
+from pilog.config import InfluxLineSinkConfig, SinkConfig
+from pilog.consumers.base import IDLE_WAIT_S, Consumer, Restart
 from pilog.datadir import EventLog
 from pilog.events import DeadLetter, Event, Reading, event_to_json
 from pilog.index.store import Rewind
@@ -36,6 +45,8 @@ from pilog.uploader.sink import Outcome, Sink
 log = logging.getLogger("pilog.uploader")
 
 IDLE_COMMIT_S = 5.0  # a cursor passing only non-readings is committed at most this often
+PAUSE_AFTER_REFUSALS = 3  # single readings refused alike, none accepted: the endpoint refuses
+ENDPOINT_STATUSES = frozenset({404, 405, 410})  # answers about the URL, never about a reading
 
 
 class Uploader(Consumer):
@@ -56,7 +67,8 @@ class Uploader(Consumer):
         self._committed_at = 0.0
         self._commit_every_s = float(config.cursor_commit_interval)
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
-        self._unauthorized = False
+        self._wake = threading.Event()
+        self._waiting = False
         self.deadletter_path = events.paths.deadletter(config.name)
 
     # -- Consumer -------------------------------------------------------------------------
@@ -74,6 +86,7 @@ class Uploader(Consumer):
         self._pending_bytes = 0
         self._upto = self._delivered = self._committed = seq
         self._committed_at = time.monotonic()
+        self.state.position = seq
 
     def handle(self, events: Sequence[Event]) -> None:
         end = self._rewind.to_seq if self._rewind is not None else None
@@ -105,6 +118,7 @@ class Uploader(Consumer):
             self._commit(self._delivered)
         if self.state.state in ("starting", "sending"):
             self.state.state = "idle"
+        self.state.position = self._delivered if self._pending else self._upto
 
     def apply_rewind(self, rewind: Rewind) -> int:
         if rewind.to_seq is not None:
@@ -129,12 +143,14 @@ class Uploader(Consumer):
         self._pending = []
         self._pending_bytes = 0
         self._delivered = self._upto
-        self.state.next_seq = self._upto
+        self.state.position = self._upto
         if time.monotonic() - self._committed_at >= self._commit_every_s:
             self._commit(self._upto)
 
     def _deliver(self, batch: list[Event]) -> None:
         parts: deque[list[Event]] = deque([batch])
+        refused: list[tuple[Event, Outcome]] = []  # single readings refused, none accepted yet
+        accepted = False
         while parts:
             if self.stop.is_set():
                 raise Restart  # the cursor stays before the batch: re-sent after restart
@@ -145,49 +161,121 @@ class Uploader(Consumer):
             outcome = self.sink.send(part)
             if outcome.kind == "ack":
                 self._acked(part)
+                accepted = True
+                for event, why in refused:  # others were accepted beside them: about them
+                    self._dead_letter(event, why)
+                refused = []
             elif outcome.kind in ("too_large", "rejected") and len(part) > 1:
                 half = len(part) // 2
                 parts.extendleft([part[half:], part[:half]])
+            elif outcome.kind == "rejected" and not accepted:
+                refused.append((part[0], outcome))
+                if _refused_alike(refused) >= min(PAUSE_AFTER_REFUSALS, len(batch)):
+                    self._pause_for_endpoint(outcome, len(refused))
             elif outcome.kind in ("too_large", "rejected"):
                 self._dead_letter(part[0], outcome)
             else:
                 parts.appendleft(part)
                 self._wait_after(outcome)
+        for event, why in refused:  # refused for different reasons: about the readings
+            self._dead_letter(event, why)
 
     def _acked(self, part: list[Event]) -> None:
-        if self._unauthorized:
-            log.warning("sink %s: authorized again, delivering", self.config.name)
-            self._unauthorized = False
+        st = self.state
+        now = time.time_ns()
+        if st.failing_since_ns is not None:
+            log.warning(
+                "sink %s: delivering again after %d failed attempt(s) over %s; last error: %s",
+                self.config.name,
+                st.attempts,
+                human_age((now - st.failing_since_ns) / 1e9),
+                st.last_error,
+            )
+            st.recovered_ns = now
+            st.failing_since_ns = None
         self.backoff.reset()
-        self.state.attempts = 0
-        self.state.retry_at_ns = None
-        self.state.delivered += len(part)
-        self.state.last_ok_ns = time.time_ns()
+        st.paused_reason = None
+        st.attempts = 0
+        st.retry_at_ns = None
+        st.delivered += len(part)
+        st.last_ok_ns = now
 
     def _wait_after(self, outcome: Outcome) -> None:
         name = self.config.name
         if outcome.kind == "unauthorized":
             wait = float(self.config.retry_max)
-            self.state.state = "paused"
-            if not self._unauthorized:
+            if self.state.paused_reason != "credentials":
                 log.error(
                     "sink %s: the receiver refuses our credentials (%s); paused, trying again "
-                    "every %.0fs. Check token_file or $PILOG_SINK_*_TOKEN.",
+                    "every %.0fs or on `pilog retry %s`. Check token_file or $PILOG_SINK_*_TOKEN.",
                     name,
                     outcome.detail,
                     wait,
+                    name,
                 )
-            self._unauthorized = True
+            self.state.state = "paused"
+            self.state.paused_reason = "credentials"
         else:
             wait = self.backoff.next_wait(outcome.retry_after_s)
             self.state.state = "retrying"
             if self.state.attempts == 0:
                 log.warning("sink %s: %s; retrying", name, outcome.detail)
+        self._failed(outcome.detail, wait)
+
+    def _pause_for_endpoint(self, outcome: Outcome, refused: int) -> None:
+        """Every reading is refused alike: keep them all, say what to fix, wait, start over."""
+        name = self.config.name
+        wait = float(self.config.retry_max)
+        if self.state.paused_reason != "endpoint":
+            log.error(
+                "sink %s: %s refuses every reading alike (%s; %d in a row, none accepted); "
+                "paused with nothing dead-lettered, trying again every %.0fs or on "
+                "`pilog retry %s`. %s",
+                name,
+                self.config.url,
+                outcome.detail,
+                refused,
+                wait,
+                name,
+                endpoint_fix(self.config, outcome),
+            )
+        self.state.state = "paused"
+        self.state.paused_reason = "endpoint"
+        self._commit(self._delivered)  # the restart reads on from here, re-sending nothing
+        self._failed(outcome.detail, wait)
+        # Start over with a fresh batch: if the refusals were about these readings after all,
+        # a later reading that is accepted turns them into dead letters.
+        raise Restart
+
+    def _failed(self, detail: str, wait_s: float) -> None:
+        """Note a failed send, then wait `wait_s` (cut short by `wake` or stop)."""
+        now = time.time_ns()
+        if self.state.failing_since_ns is None:
+            self.state.failing_since_ns = now
         self.state.attempts += 1
         self.state.retries += 1
-        self.note_error(outcome.detail)
-        self.state.retry_at_ns = time.time_ns() + int(wait * 1e9)
-        self.stop.wait(wait)
+        self.note_error(detail)
+        self.state.retry_at_ns = now + int(wait_s * 1e9)
+        self._sleep(wait_s)
+
+    def _sleep(self, wait_s: float) -> None:
+        self._wake.clear()
+        self._waiting = True
+        try:
+            deadline = time.monotonic() + wait_s
+            while not self.stop.is_set():
+                left = deadline - time.monotonic()
+                # Slices bound how long a bare stop event (no `wake`) takes to be seen.
+                if left <= 0 or self._wake.wait(min(left, IDLE_WAIT_S)):
+                    return
+        finally:
+            self._waiting = False
+
+    def wake(self) -> bool:
+        """Cut a wait for the next attempt short; True when this sink was waiting."""
+        waiting = self._waiting
+        self._wake.set()
+        return waiting
 
     def _dead_letter(self, event: Event, outcome: Outcome) -> None:
         """The receiver will never take `event`: keep it, say so, go on."""
@@ -225,6 +313,32 @@ class Uploader(Consumer):
         self._rewind = None
         log.warning("sink %s: replay done; resuming at seq %d", self.config.name, resume)
         raise Restart
+
+
+def _refused_alike(refused: list[tuple[Event, Outcome]]) -> int:
+    """How many of the last refusals have the status of the very last one."""
+    status = refused[-1][1].status
+    n = 0
+    for _, outcome in reversed(refused):
+        if outcome.status != status:
+            break
+        n += 1
+    return n
+
+
+def endpoint_fix(config: SinkConfig, outcome: Outcome) -> str:
+    """The likely fix when a receiver refuses every reading alike."""
+    about_url = outcome.status in ENDPOINT_STATUSES or "path" in outcome.detail.lower()
+    if isinstance(config, InfluxLineSinkConfig):
+        fix = (
+            "Check the url: for influx-line it is the server's base URL (e.g. "
+            "http://127.0.0.1:8428), pilog appends the write path (/api/v2/write with "
+            'api = "v2", /write with api = "v1")'
+        )
+        return fix + ("." if about_url else "; and check org, bucket or database.")
+    if about_url:
+        return "Check the url: the receiver has no such endpoint."
+    return "Check the url and what the receiver expects; then restart pilog or run pilog retry."
 
 
 def _stored_size(reading: Reading) -> int:

@@ -31,6 +31,9 @@ FAMILIES = {
     "pilog_consumer_delivered_total": "counter",
     "pilog_consumer_retries_total": "counter",
     "pilog_dead_letters_total": "counter",
+    "pilog_consumer_lag_seconds": "gauge",
+    "pilog_consumer_paused": "gauge",
+    "pilog_consumer_next_retry_timestamp_seconds": "gauge",
 }
 SAMPLE = re.compile(r"^([a-z_]+)(\{[^}]*\})? (-?[0-9.e+]+|\+Inf|NaN)$")
 

@@ -232,7 +232,7 @@ def test_a_cursor_commit_interval_saves_the_cursor_less_often_and_on_stop(
         seqs = rig.append(50)
         rig.uploader.start()
         receiver.wait_for(50)
-        wait_until(lambda: rig.uploader.state.next_seq == seqs[-1] + 1, "delivered in state")
+        wait_until(lambda: rig.uploader.state.position == seqs[-1] + 1, "delivered in state")
         more = rig.append(20)
         receiver.wait_for(70)
         assert rig.cursor() is None  # acknowledged, not yet saved: a crash would re-send
