@@ -120,7 +120,10 @@ class _SinkProbe:
         self.thread.start()
 
     def _run(self, sink: SinkConfig, device_id: str, data_dir: Path, budget_s: float) -> None:
-        self.result = probe_sink(sink, device_id, data_dir, budget_s)
+        try:
+            self.result = probe_sink(sink, device_id, data_dir, budget_s)
+        except Exception as e:  # a bug or a library's surprise: a row, not a dead thread
+            self.result = ProbeResult(False, f"the probe failed: {type(e).__name__}: {e}")
 
     def outcome(self) -> Outcome:
         self.thread.join(max(self.until - time.monotonic(), 0.0))

@@ -74,10 +74,15 @@ def probe_sink(config: SinkConfig, device_id: str, data_dir: Path, timeout_s: fl
         detail = _probe_protocol(config, context, deadline)
     except _TimedOut as e:
         return ProbeResult(False, f"no answer from {e} within {timeout_s:g}s (the sink's timeout)")
-    except _Failed as e:
-        return ProbeResult(False, str(e))
-    except ConfigError as e:
-        return ProbeResult(False, str(e))
+    except (_Failed, ConfigError) as e:
+        detail = str(e)
+        if "certificate verify failed" in detail.lower():
+            detail += (
+                ": set ca_bundle to the CA file that signed the server's certificate"
+                if config.ca_bundle is None
+                else f": {config.ca_bundle} is not the CA that signed the server's certificate"
+            )
+        return ProbeResult(False, detail)
     return ProbeResult(True, detail + (f" (through the proxy {proxied})" if proxied else ""))
 
 

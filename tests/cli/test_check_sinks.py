@@ -17,9 +17,20 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from helpers import PILOG, WAIT_S, clean_env, pilog, toml_value, write_config
-from mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, Broker, missing, password_file, start_broker
+from mosquitto import (
+    MOSQUITTO,
+    MOSQUITTO_PASSWD,
+    OPENSSL,
+    Broker,
+    missing,
+    password_file,
+    start_broker,
+    tls_files,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pilog.cli import check as check_cmd
+from pilog.config import load_config
 from pilog.testing.receiver import Receiver, stall
 
 TOKEN = "t0ken-for-the-probe"
@@ -273,6 +284,29 @@ def test_refused_mqtt_credentials_fail_with_what_to_check(tmp_path: Path) -> Non
     assert good_code == 0, good_rows
 
 
+@pytest.mark.skipif(bool(missing(OPENSSL, "openssl")), reason="no openssl")
+def test_mqtts_broker_is_verified_against_ca_bundle(tmp_path: Path) -> None:
+    if reason := missing(MOSQUITTO, "mosquitto"):
+        pytest.skip(reason)
+    ca, cert, key = tls_files(tmp_path)
+    broker = start_broker(tmp_path, tls=(cert, key))
+    try:
+        url = f"mqtts://127.0.0.1:{broker.port}"
+        code, rows = check(
+            tmp_path,
+            mqtt_sink(url, ca_bundle=str(ca)),
+            sink_toml(name="system-cas", type="mqtt", url=url),
+        )
+    finally:
+        broker.stop()
+    assert code == 1
+    by_name = sink_rows(rows)
+    assert by_name["sink:broker"]["ok"], by_name
+    untrusted = by_name["sink:system-cas"]["detail"]
+    assert "certificate verify failed" in untrusted
+    assert "set ca_bundle to the CA file that signed the server's certificate" in untrusted
+
+
 def test_mqtt_without_paho_fails_with_the_pip_command(tmp_path: Path) -> None:
     # What an environment without the extra looks like: `import paho` raises ImportError.
     block_paho = (
@@ -283,3 +317,43 @@ def test_mqtt_without_paho_fails_with_the_pip_command(tmp_path: Path) -> None:
     code, rows = check(tmp_path, mqtt_sink(f"mqtt://127.0.0.1:{closed_port()}"), prefix=prefix)
     assert code == 1
     assert 'pip install "pilog[mqtt]"' in sink_rows(rows)["sink:broker"]["detail"]
+
+
+# --- the probe's thread, in process --------------------------------------------------------------
+
+
+def test_a_probe_that_raises_is_a_failed_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("surprise")
+
+    monkeypatch.setattr(check_cmd, "probe_sink", broken)
+    config = write_config(
+        tmp_path / "pilog.toml", tmp_path / "data", sensors=(), extra=http_json(f"http://h{PATH}")
+    )
+    [row] = [o for o in check_cmd.check(load_config(config)) if o.what == "sink:keep"]
+    assert not row.ok
+    assert row.detail == "the probe failed: RuntimeError: surprise"
+
+
+def test_a_probe_that_never_returns_is_a_failed_row_at_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def hung(*args: object) -> None:
+        release.wait(WAIT_S)  # a resolver stuck past every timeout
+
+    monkeypatch.setattr(check_cmd, "probe_sink", hung)
+    monkeypatch.setattr(check_cmd, "PROBE_GRACE_S", 0.0)
+    config = write_config(
+        tmp_path / "pilog.toml", tmp_path / "data", sensors=(), extra=http_json(f"http://h{PATH}")
+    )
+    try:
+        outcomes = check_cmd.check(load_config(config), timeout_s=0.01)
+    finally:
+        release.set()
+    [row] = [o for o in outcomes if o.what == "sink:keep"]
+    assert not row.ok
+    assert row.detail == "the probe did not finish within 0.01s"
