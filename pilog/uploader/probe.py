@@ -73,7 +73,7 @@ def probe_sink(config: SinkConfig, device_id: str, data_dir: Path, timeout_s: fl
         proxied = _reach(config, deadline, timeout_s)
         detail = _probe_protocol(config, context, deadline)
     except _TimedOut as e:
-        return ProbeResult(False, f"no answer from {e} within {timeout_s:g}s (the sink's timeout)")
+        return ProbeResult(False, f"no answer from {e} within {timeout_s:g}s")
     except (_Failed, ConfigError) as e:
         detail = str(e)
         if "certificate verify failed" in detail.lower():
@@ -83,7 +83,7 @@ def probe_sink(config: SinkConfig, device_id: str, data_dir: Path, timeout_s: fl
                 else f": {config.ca_bundle} is not the CA that signed the server's certificate"
             )
         return ProbeResult(False, detail)
-    return ProbeResult(True, detail + (f" (through the proxy {proxied})" if proxied else ""))
+    return ProbeResult(True, detail + (f" (through ${proxied})" if proxied else ""))
 
 
 def probe_request(
@@ -173,13 +173,15 @@ def _influx_url_problem(
 
 
 def _reach(config: SinkConfig, deadline: float, timeout_s: float) -> str | None:
-    """Connect to the url's host and port; the proxy's URL instead when one is used."""
+    """Connect to the url's host and port; or name the proxy variable httpx will use instead."""
     parts = urllib.parse.urlsplit(config.url)
     host = parts.hostname or ""
     port = parts.port or {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}[parts.scheme]
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(host):
-        return proxy  # httpx goes through it; a direct connection would prove nothing
+    proxied = parts.scheme in ("http", "https") and urllib.request.getproxies().get(parts.scheme)
+    if proxied and not urllib.request.proxy_bypass(host):
+        # A direct connection would prove nothing; the request of the next step goes through
+        # the proxy. Its variable is named, not its value, which may hold a password.
+        return f"{parts.scheme.upper()}_PROXY"
     where = f"{host}:{port}"
     try:
         with socket.create_connection((host, port), timeout=_left(deadline)):

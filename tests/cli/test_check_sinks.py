@@ -199,6 +199,22 @@ def test_a_receiver_that_never_answers_ends_at_the_sinks_timeout(
     assert f"no answer from {receiver.url} within 1s" in detail
 
 
+def test_behind_a_proxy_the_request_goes_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiver plays the proxy: httpx sends it the absolute URL, which it accepts as a path.
+    with Receiver() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://user:proxy-secret@127.0.0.1:{proxy.port}")
+        code, rows = check(tmp_path, http_json("http://pilog-keep.invalid/api/readings"))
+        [request] = proxy.requests
+    assert code == 0, rows
+    detail = sink_rows(rows)["sink:keep"]["detail"]
+    assert detail.endswith("(through $HTTP_PROXY)")
+    assert "proxy-secret" not in json.dumps(rows)
+    assert request.path == "http://pilog-keep.invalid/api/readings"
+    assert request.outcome == "probe"
+
+
 def test_one_row_per_sink_in_the_table_and_in_json(tmp_path: Path, receiver: Receiver) -> None:
     good = sink_toml(
         name="good", type="http-json", url=receiver.url, token_file=token_file(tmp_path)
