@@ -93,12 +93,13 @@ def tail(
     from pilog.events import TYPE_NAMES
     from pilog.history import History
 
-    cfg = reading_config(config, data_dir)
     unknown = set(type_ or ()) - TYPE_NAMES
     if unknown:
         raise PilogError(
             f"unknown --type {', '.join(sorted(unknown))}; known: {', '.join(sorted(TYPE_NAMES))}"
         )
+    tail_cmd.check_from(from_)
+    cfg = reading_config(config, data_dir, wait=follow)  # `tail -f` may start before pilog
     history = History(cfg.data_dir)
     if pending is not None:
         start = tail_cmd.pending_from(cfg, history, pending)

@@ -30,25 +30,40 @@ def resolve_config(
     return _resolve(load_config(find_config(config)), data_dir, ephemeral=ephemeral)
 
 
-def reading_config(config: Path | None, data_dir: Path | None) -> Config:
+def reading_config(config: Path | None, data_dir: Path | None, *, wait: bool = False) -> Config:
     """The config of a command that reads an existing data dir (status, tail, verify, show,
     export, replay, repair): its data dir absolute, and checked to be a pilog data dir.
 
-    Raises DataDirError naming the absolute path and where it came from. When no config
-    file was found, says on stderr which data dir the embedded default means.
+    Raises DataDirError naming the absolute path and where it came from; with `wait`
+    (`tail -f`), a data dir that pilog has yet to make is said on stderr instead. When no
+    config file was found, says on stderr which data dir the embedded default means.
     """
     found = find_config(config)
     cfg = _resolve(load_config(found), data_dir, ephemeral=False)
     root = Path(os.path.abspath(cfg.data_dir))
     origin = data_dir_origin(cfg, found, data_dir)
-    check_data_dir(root, origin)
-    if origin.embedded:
-        print(
-            f"pilog: no config file found ({looked_for()}): using the embedded default, "
-            f"data dir {root}",
-            file=sys.stderr,
-        )
+    try:
+        check_data_dir(root, origin)
+    except DataDirAbsentError as e:
+        if not wait:
+            raise
+        print(f"pilog: {e.absent}; waiting for `pilog run` to write it", file=sys.stderr)
+    else:
+        if origin.embedded:
+            print(
+                f"pilog: no config file found ({looked_for()}): using the embedded default, "
+                f"data dir {root}",
+                file=sys.stderr,
+            )
     return msgspec.structs.replace(cfg, data_dir=root)
+
+
+class DataDirAbsentError(DataDirError):
+    """No pilog data dir at the place: nothing there, or not what `pilog run` makes."""
+
+    def __init__(self, absent: str, fix: str) -> None:
+        super().__init__(f"{absent}; {fix}")
+        self.absent = absent  # the sentence without the fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +129,11 @@ def check_data_dir(root: Path, origin: DataDirOrigin) -> None:
         if DataDirPaths(root).is_data_dir():
             return
     except (FileNotFoundError, NotADirectoryError):
-        raise DataDirError(f"{where} does not exist; {origin.fix}") from None
+        raise DataDirAbsentError(f"{where} does not exist", origin.fix) from None
     except PermissionError:
         raise DataDirError(_not_readable(root, where)) from None
-    raise DataDirError(
-        f"{where} is not a pilog data dir: it holds neither log/ nor index.sqlite; {origin.fix}"
+    raise DataDirAbsentError(
+        f"{where} is not a pilog data dir: it holds neither log/ nor index.sqlite", origin.fix
     )
 
 

@@ -19,6 +19,13 @@ _REL_RE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _REL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def check_from(text: str, option: str = "--from") -> None:
+    """Refuse a --from that is none of the forms `parse_from` takes, before any data is read."""
+    text = text.strip()
+    if not re.fullmatch(r"-?\d+", text) and not _REL_RE.match(text):
+        _parse_time(text, option)
+
+
 def parse_from(text: str, history: History, now_ns: int, option: str = "--from") -> int:
     """The seq to start at: SEQ, -N (the last N events), a time (RFC 3339) or an age (10m)."""
     text = text.strip()
@@ -31,16 +38,7 @@ def parse_from(text: str, history: History, now_ns: int, option: str = "--from")
     if m:
         ts = now_ns - int(float(m.group(1)) * _REL_UNITS[m.group(2)] * 1e9)
     else:
-        try:
-            t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise PilogError(
-                f"{option} {text!r}: expected a seq (1200), a count (-10), an age (10m) "
-                "or a time (2026-11-22T03:00:00Z)"
-            ) from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=dt.UTC)
-        ts = _ns_since_epoch(t)
+        ts = _ns_since_epoch(_parse_time(text, option))
     seq = history.seq_at_time(ts)
     if seq is None:
         last = history.last_seq()
@@ -63,6 +61,17 @@ def pending_from(config: Config, history: History, sink: str) -> int:
     if cursor is None:  # it has delivered nothing yet: everything is pending
         return history.first_seq() or 0
     return cursor
+
+
+def _parse_time(text: str, option: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PilogError(
+            f"{option} {text!r}: expected a seq (1200), a count (-10), an age (10m) "
+            "or a time (2026-11-22T03:00:00Z)"
+        ) from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def _ns_since_epoch(t: dt.datetime) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,15 @@ def test_status_shows_a_relative_data_dir_absolute(stopped: Path) -> None:
     assert json.loads(result.stdout)["data_dir"] == str(stopped / "data")
     human = pilog("status", "-c", "pilog.toml", cwd=stopped)
     assert str(stopped / "data") in human.stdout.replace("\n", "")
+
+
+def test_tail_follow_on_a_data_dir_yet_to_be_made_says_it_waits_for_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "pilog.toml", Path("data"))
+    with Running("tail", "-f", "--json", "-c", "pilog.toml", cwd=tmp_path) as tail:
+        line = tail.stderr.wait_for(lambda ln: "waiting" in ln, "tail -f to say it waits")
+        assert line == (
+            f"pilog: data dir {tmp_path / 'data'} (data_dir in the config file {config}) "
+            "does not exist; waiting for `pilog run` to write it"
+        )
+        assert tail.alive()
+        assert tail.stop(signal.SIGINT) == 0
