@@ -121,16 +121,17 @@ def test_good_http_json_sink_passes_and_the_probe_stores_nothing(
     assert receiver.events == {}
 
 
+@pytest.mark.parametrize(("path", "note"), [("/api/reading", ""), ("", " (it has none)")])
 def test_wrong_path_fails_asking_for_the_endpoints_full_path(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: Receiver, path: str, note: str
 ) -> None:
-    url = receiver.base_url + "/api/reading"
+    url = receiver.base_url + path
     code, rows = check(tmp_path, http_json(url, token_file=token_file(tmp_path)))
     assert code == 1
     row = sink_rows(rows)["sink:keep"]
     assert not row["ok"]
     assert "HTTP 404" in row["detail"]
-    assert "endpoint's full path" in row["detail"]
+    assert f"url must be the endpoint's full path{note}, e.g. " in row["detail"]
 
 
 def test_refused_token_fails_naming_the_token_file_and_not_the_token(
