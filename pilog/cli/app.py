@@ -354,7 +354,7 @@ def export(
     else:
         with output.open("w", encoding="utf-8", newline="") as f:
             n = export_cmd.export(*args, fmt=fmt, sensors=set(sensor or ()), out=f)
-    print(f"exported {n} reading(s)", file=sys.stderr)
+    print(f"exported {n} reading(s) from {history.paths.root}", file=sys.stderr)
 
 
 show_app = typer.Typer(help="Read the projections of a running or stopped pilog.")

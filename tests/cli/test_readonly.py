@@ -155,3 +155,9 @@ def test_tail_follow_on_a_data_dir_yet_to_be_made_says_it_waits_for_it(tmp_path:
         )
         assert tail.alive()
         assert tail.stop(signal.SIGINT) == 0
+
+
+def test_export_names_the_absolute_data_dir_it_read(stopped: Path) -> None:
+    result = pilog("export", "-c", "pilog.toml", cwd=stopped)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith(f"reading(s) from {stopped / 'data'}\n")
