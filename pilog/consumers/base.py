@@ -244,7 +244,11 @@ class Consumer(ABC):
                 raise Restart  # the cursor stays at `event`
             if self._clock.known(event):
                 break
-        log.warning("%s: the clock is set; going on from seq %d", self.name, event.seq)
+        log.warning(
+            "%s: going on from seq %d: a clock step of its boot, or a later boot, is in the log",
+            self.name,
+            event.seq,
+        )
         self.state.state = "idle"
 
     def _wait(self, next_seq: int, timeout: float) -> None:
