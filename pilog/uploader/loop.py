@@ -13,8 +13,9 @@ idempotency key (invariant 4). The answer table (`Outcome`):
   batch was accepted, and the rest is delivered;
 - `rejected` alike with nothing accepted: the refusal is about the endpoint, not the readings
   (a wrong URL): when `PAUSE_AFTER_REFUSALS` readings of a batch in a row (or every reading of a
-  smaller batch) were refused on their own with the same status and none of the batch was
-  accepted, nothing is dead-lettered, the cursor stays before the batch and the sink pauses;
+  smaller batch) were refused on their own with the same status, none of the batch was
+  accepted, and the batch's last reading sent alone is refused too, nothing is dead-lettered,
+  the cursor stays before the batch and the sink pauses;
 - `unauthorized`: the sink pauses for `retry_max` between attempts and says so, once per streak.
 A paused sink tries again every `retry_max`, at once when `pilog retry` asks (`wake`), and with
 a fresh batch after an endpoint pause, so a lone bad reading is dead-lettered as soon as a
@@ -39,6 +40,7 @@ from pilog.consumers.base import IDLE_WAIT_S, Consumer, Restart
 from pilog.datadir import EventLog
 from pilog.events import DeadLetter, Event, Reading, event_to_json
 from pilog.index.store import Rewind
+from pilog.log.fsio import PARENT_DIR_MODE, make_dirs
 from pilog.uploader.backoff import Backoff
 from pilog.uploader.sink import Outcome, Sink
 
@@ -162,23 +164,54 @@ class Uploader(Consumer):
             if outcome.kind == "ack":
                 self._acked(part)
                 accepted = True
-                for event, why in refused:  # others were accepted beside them: about them
-                    self._dead_letter(event, why)
-                refused = []
+                refused = self._dead_letters(refused)  # others were accepted beside them
             elif outcome.kind in ("too_large", "rejected") and len(part) > 1:
                 half = len(part) // 2
                 parts.extendleft([part[half:], part[:half]])
             elif outcome.kind == "rejected" and not accepted:
                 refused.append((part[0], outcome))
-                if _refused_alike(refused) >= min(PAUSE_AFTER_REFUSALS, len(batch)):
-                    self._pause_for_endpoint(outcome, len(refused))
+                if self._endpoint_spared(refused, parts, len(batch)):
+                    accepted = True  # bad readings at the head of the batch, not the endpoint
+                    refused = self._dead_letters(refused)
             elif outcome.kind in ("too_large", "rejected"):
                 self._dead_letter(part[0], outcome)
             else:
                 parts.appendleft(part)
                 self._wait_after(outcome)
-        for event, why in refused:  # refused for different reasons: about the readings
+        self._dead_letters(refused)  # refused for different reasons: about the readings
+
+    def _dead_letters(self, refused: list[tuple[Event, Outcome]]) -> list[tuple[Event, Outcome]]:
+        for event, why in refused:
             self._dead_letter(event, why)
+        return []
+
+    def _endpoint_spared(
+        self, refused: list[tuple[Event, Outcome]], parts: deque[list[Event]], n: int
+    ) -> bool:
+        """After a refusal with nothing accepted: pause when the endpoint refuses everything
+        (Restart); True when the batch's last reading is accepted; False while unsure."""
+        if _refused_alike(refused) < min(PAUSE_AFTER_REFUSALS, n):
+            return False
+        if not self._last_accepted(parts):
+            self._pause_for_endpoint(refused[-1][1], len(refused))
+        return True
+
+    def _last_accepted(self, parts: deque[list[Event]]) -> bool:
+        """Send the batch's last reading alone (taking it out of `parts`); True when accepted.
+
+        Readings refused alike at the head of a batch may be bad readings in a row; the last
+        one, far from them, tells: an endpoint that refuses everything refuses it too."""
+        if not parts:
+            return False
+        last = parts[-1][-1]
+        self.state.requests += 1
+        if self.sink.send([last]).kind != "ack":
+            return False
+        self._acked([last])
+        parts[-1] = parts[-1][:-1]
+        if not parts[-1]:
+            parts.pop()
+        return True
 
     def _acked(self, part: list[Event]) -> None:
         st = self.state
@@ -347,6 +380,6 @@ def _stored_size(reading: Reading) -> int:
 
 
 def _append_line(path: Path, line: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, mode=PARENT_DIR_MODE)
     with path.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
