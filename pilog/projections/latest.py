@@ -1,7 +1,8 @@
 """The `latest` projection: the last value of every sensor field, with its time and seq.
 
 Key: `sensor NUL field NUL` (UTF-8). Value: a MessagePack array
-`[value, ts_ns, seq, sensor_type]`. "Last" is by seq, not by wall time (invariant 8): after a
+`[value, ts_ns, seq, sensor_type]`, `ts_ns` the reading's corrected time (as sinks send it:
+pilog/consumers/clock.py). "Last" is by seq, not by wall time (invariant 8): after a
 wall-clock step backwards the newer reading still wins although its timestamp is older.
 Strings and bools are kept as they are.
 """

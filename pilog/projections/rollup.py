@@ -2,8 +2,10 @@
 
 For every window length `w` (whole seconds) of the config, a reading at wall time `ts_ns`
 falls in the window starting at `ts_ns // w_ns * w_ns` (UTC-aligned: a 1h window starts on
-the hour). Only int and float fields are aggregated: bools, strings and NaN or infinite
-floats are skipped (one NaN would make every later min, max and mean of its window NaN).
+the hour). `ts_ns` is the corrected time every consumer gives the reading (a stamp of 1970,
+before NTP set the clock, is moved by the boot's clock step: pilog/consumers/clock.py).
+Only int and float fields are aggregated: bools, strings and NaN or infinite floats are
+skipped (one NaN would make every later min, max and mean of its window NaN).
 
 Keys are time-major, so that a commit rewrites few pages (SD wear, invariant 10): the windows
 still filling, of every series, sit side by side at the end of their window length's range.
