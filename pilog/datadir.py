@@ -26,7 +26,7 @@ from pilog.errors import DataDirError, LockedError, LogError
 from pilog.events import Body, Gap, Record, Repair, encode_record, record_ts
 from pilog.index.store import Incidental, IndexStore
 from pilog.log import naming
-from pilog.log.fsio import FileSystem
+from pilog.log.fsio import FileSystem, make_dirs
 from pilog.log.repair import open_log
 from pilog.log.writer import Drop, LogOptions, SegmentInfo
 
@@ -94,7 +94,7 @@ class WriterLock:
     def __init__(self, paths: DataDirPaths) -> None:
         self.path = paths.lock
         try:
-            paths.root.mkdir(mode=0o750, parents=True, exist_ok=True)
+            make_dirs(paths.root)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except PermissionError as e:
             raise DataDirError(f"data dir {paths.root} is not writable: {e.strerror}") from e

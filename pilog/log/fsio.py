@@ -8,7 +8,10 @@ real disk has (`pilog.testing.faultyfs`). Implementations must guarantee:
 - After `FileHandle.datasync` returns, every byte written to that file before the call
   survives a power cut. If it raises, nothing about unsynced bytes is known.
 - After `FileSystem.sync_dir` returns, the names created or removed in that directory
-  before the call survive a power cut.
+  before the call survive a power cut (files and directories alike; before it, a power cut
+  may take a new directory away with everything in it, whatever was synced inside).
+- `FileSystem.mkdir` creates one directory whose parent exists, and raises FileExistsError
+  when the name is taken; `make_dirs` builds every missing level on it, each made durable.
 
 Readers in other processes (`tail`, `verify`, `status`) use plain file reads, not this seam.
 """
@@ -19,6 +22,9 @@ import errno
 import os
 from pathlib import Path
 from typing import Protocol
+
+DIR_MODE = 0o750  # of the directories pilog itself uses
+PARENT_DIR_MODE = 0o777  # of missing parents, less the umask: not pilog's to restrict
 
 
 class FileHandle(Protocol):
@@ -40,7 +46,7 @@ class FileSystem(Protocol):
     def read_bytes(self, path: Path) -> bytes: ...
     def write_new(self, path: Path, data: bytes) -> None: ...
     def unlink(self, path: Path) -> None: ...
-    def makedirs(self, path: Path) -> None: ...
+    def mkdir(self, path: Path, mode: int = DIR_MODE) -> None: ...
     def sync_dir(self, path: Path) -> None: ...
     def file_size(self, path: Path) -> int: ...
 
@@ -113,8 +119,8 @@ class OsFileSystem:
     def unlink(self, path: Path) -> None:
         path.unlink()
 
-    def makedirs(self, path: Path) -> None:
-        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    def mkdir(self, path: Path, mode: int = DIR_MODE) -> None:
+        path.mkdir(mode=mode)
 
     def sync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -125,3 +131,24 @@ class OsFileSystem:
 
     def file_size(self, path: Path) -> int:
         return path.stat().st_size
+
+
+def make_dirs(path: Path, fs: FileSystem | None = None, mode: int = DIR_MODE) -> None:
+    """Create `path` (with `mode`) and each missing parent (with the umask's default, as
+    `mkdir -p` does), each made durable by fsyncing its parent."""
+    # A new directory's name lives in its parent: until the parent is fsynced, a power cut
+    # may take the directory away with every file fsynced inside it (POSIX; ext4's journal
+    # usually hides this, other file systems do not).
+    fs = fs or OsFileSystem()
+    missing: list[Path] = []
+    level = Path(os.path.abspath(path))
+    while not level.is_dir() and level.parent != level:
+        missing.append(level)
+        level = level.parent
+    for directory in reversed(missing):
+        try:
+            fs.mkdir(directory, mode if directory == missing[0] else PARENT_DIR_MODE)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+        fs.sync_dir(directory.parent)

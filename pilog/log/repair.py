@@ -31,7 +31,7 @@ from pilog.log.format import (
     is_zero,
     scan_frames,
 )
-from pilog.log.fsio import FileHandle, FileSystem, OsFileSystem
+from pilog.log.fsio import FileHandle, FileSystem, OsFileSystem, make_dirs
 from pilog.log.retention import SealedSegment
 from pilog.log.writer import LogHooks, LogOptions, LogWriter, _Active, create_segment
 
@@ -87,8 +87,8 @@ def open_log(
     CorruptionError when the newest segment's epoch disagrees with the older segments'.
     """
     fs = fs or OsFileSystem()
-    fs.makedirs(log_dir)
-    fs.makedirs(quarantine_dir)
+    make_dirs(log_dir, fs)
+    make_dirs(quarantine_dir, fs)
     repairs: list[Repair] = []
     segments = naming.list_segments(log_dir)
 

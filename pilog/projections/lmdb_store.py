@@ -34,6 +34,7 @@ import msgspec
 
 from pilog.events import Event
 from pilog.log import naming
+from pilog.log.fsio import make_dirs
 from pilog.projections.base import (
     Projection,
     ProjectionError,
@@ -435,7 +436,7 @@ def _open_env(path: Path, readonly: bool, limits: MapLimits) -> lmdb.Environment
         )
     if not readonly:
         # Made here, not by lmdb: lmdb would give the directory the files' mode, without x.
-        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+        make_dirs(path)
     # A reader maps what the file holds (lmdb raises a smaller map to the data in use), so
     # `pilog show` on a 32-bit box takes no more address space than the store needs.
     size = _file_bytes(path) if readonly else limits.initial

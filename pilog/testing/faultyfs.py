@@ -5,7 +5,10 @@ goes to the real file, and beside it the filesystem keeps, per file, the content
 by the last `datasync` and the writes, truncations and allocations made since. `crash()` then
 does what a power cut does: each file goes back to its durable content plus a random prefix of
 what followed (the torn part optionally garbled), names whose directory was never synced may
-vanish, and unlinks whose directory was never synced may be undone.
+vanish, and unlinks whose directory was never synced may be undone. Names of directories made
+by `mkdir` are names in their parent like any other: a directory whose parent was never synced
+since may vanish with everything in it, however durable its files are (POSIX; ext4's journal
+usually hides this, other file systems do not).
 
 A test usually runs:
 
@@ -22,9 +25,9 @@ and injects the faults a full or failing disk has: `fail_next_write` (a partial 
 ENOSPC), `fail_next_datasync` (EIO), `fail_allocate` (ENOSPC), `fail_unlink` (EIO). Each
 fault that fires is recorded in `fired`, so a test can tell that it did.
 
-Simplifications, all in the direction of a kinder disk than a real one: directories made by
-`makedirs` are durable at once, unsynced writes reach the disk in the order they were made,
-and a `datasync` that fails keeps its writes unsynced (neither durable nor lost).
+Simplifications, all in the direction of a kinder disk than a real one: unsynced writes reach
+the disk in the order they were made, and a `datasync` that fails keeps its writes unsynced
+(neither durable nor lost).
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from __future__ import annotations
 import errno
 import os
 import random
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pilog.log.fsio import OsFileHandle
+from pilog.log.fsio import DIR_MODE, OsFileHandle
 
 if TYPE_CHECKING:
     from pilog.log.fsio import FileHandle, FileSystem
@@ -157,6 +161,7 @@ class FaultyFileSystem:
         self._lock = threading.RLock()
         self._files: dict[Path, _FileState] = {}
         self._unlinked: dict[Path, _FileState] = {}  # removed, but not yet durably
+        self._new_dirs: set[Path] = set()  # made by `mkdir`, their parent not synced since
         self._handles: set[FaultyFileHandle] = set()
         self._faults: list[Fault] = []
         self._powered = True
@@ -253,6 +258,10 @@ class FaultyFileSystem:
             for handle in list(self._handles):
                 handle.kill()
             survivors: dict[Path, bytes] = {}
+            # Shallowest first: a directory that vanishes takes the ones inside it along.
+            for directory in sorted(self._new_dirs, key=lambda d: len(d.parts)):
+                if directory.exists() and not self._reached_disk(rng, unsynced):
+                    shutil.rmtree(directory)
             for path, state in self._files.items():
                 if not path.exists():
                     continue  # removed behind our back: not ours to bring back
@@ -261,6 +270,8 @@ class FaultyFileSystem:
                 else:
                     path.unlink(missing_ok=True)
             for path, state in self._unlinked.items():
+                if not path.parent.is_dir():
+                    continue  # its directory vanished: so did the name
                 if path not in survivors and not self._reached_disk(rng, unsynced):
                     survivors[path] = state.after_power_cut(rng, unsynced, garble)
             for path, content in survivors.items():
@@ -268,6 +279,7 @@ class FaultyFileSystem:
             # After the reboot, whatever is on disk is simply what is there: durable.
             self._files = {p: _FileState(bytearray(c), True) for p, c in survivors.items()}
             self._unlinked = {}
+            self._new_dirs = set()
             self._powered = True
 
     def durable_view(self, directory: Path) -> dict[str, bytes]:
@@ -278,6 +290,8 @@ class FaultyFileSystem:
         """
         key = _key(directory)
         with self._lock:
+            if any(d == key or d in key.parents for d in self._new_dirs):
+                return {}  # the directory itself may vanish
             view = {
                 p.name: bytes(s.durable)
                 for p, s in (*self._files.items(), *self._unlinked.items())
@@ -358,11 +372,13 @@ class FaultyFileSystem:
             if state is not None and state.name_durable:
                 self._unlinked[key] = state
 
-    def makedirs(self, path: Path) -> None:
-        """Create a directory and its parents (durable at once: a simplification)."""
+    def mkdir(self, path: Path, mode: int = DIR_MODE) -> None:
+        """Create one directory; its name is durable after `sync_dir` of its parent."""
+        key = _key(path)
         with self._lock:
-            self._check_power(path)
-            path.mkdir(mode=0o750, parents=True, exist_ok=True)
+            self._check_power(key)
+            key.mkdir(mode=mode)
+            self._new_dirs.add(key)
 
     def sync_dir(self, path: Path) -> None:
         """Make the names created and removed in `path` durable."""
@@ -374,6 +390,7 @@ class FaultyFileSystem:
                 if file.parent == key:
                     state.name_durable = True
             self._unlinked = {f: s for f, s in self._unlinked.items() if f.parent != key}
+            self._new_dirs = {d for d in self._new_dirs if d.parent != key}
 
     def file_size(self, path: Path) -> int:
         """Size of the file as reads see it now."""

@@ -315,3 +315,27 @@ def test_crash_with_its_own_rng_is_reproducible(tmp_path: Path) -> None:
         fs.crash(rng=random.Random(42), garble=True)
         results.append(path.read_bytes())
     assert results[0] == results[1]
+
+
+def test_a_directory_never_synced_in_its_parent_vanishes_with_its_durable_files(
+    fs: FaultyFileSystem, tmp_path: Path
+) -> None:
+    fs.mkdir(tmp_path / "new")
+    fs.mkdir(tmp_path / "new" / "inner")
+    written(fs, tmp_path / "new" / "inner" / "f", b"durable", sync_upto=1)
+    assert fs.durable_view(tmp_path / "new" / "inner") == {}
+
+    fs.crash(unsynced="none")
+
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_directory_synced_in_its_parent_stays(fs: FaultyFileSystem, tmp_path: Path) -> None:
+    fs.mkdir(tmp_path / "new")
+    fs.sync_dir(tmp_path)
+    written(fs, tmp_path / "new" / "f", b"durable", sync_upto=1)
+    assert fs.durable_view(tmp_path / "new") == {"f": b"durable"}
+
+    fs.crash(unsynced="none")
+
+    assert (tmp_path / "new" / "f").read_bytes() == b"durable"

@@ -1,7 +1,8 @@
 """The log as a state machine over a FaultyFileSystem: whatever happens, nothing durable is lost.
 
 Hypothesis drives one writer through appends, syncs, rotations, reopens, power cuts (between
-two commits, or in the middle of one), a full disk and a failing fdatasync. The model is the
+two commits, or in the middle of one, or while a fresh data dir and its parents are created),
+a full disk and a failing fdatasync. The model is the
 list of payloads the writer has taken, in seq order, and how many of them it acknowledged as
 durable (`durable_seq`). After every step the log read back with a `LogReader` must be the
 durable records plus a prefix of the pending ones, seqs dense from 0, nothing reordered; after
@@ -48,8 +49,9 @@ class LogMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="pilog-log-machine-"))
-        self.log_dir = self.root / "log"
-        self.quarantine = self.root / "quarantine"
+        # A data dir that does not exist yet, nor its parent: creating them is a step too.
+        self.log_dir = self.root / "var" / "data" / "log"
+        self.quarantine = self.root / "var" / "data" / "quarantine"
         self.fs = FaultyFileSystem()
         self.writer: LogWriter | None = None
         self.taken: list[bytes] = []  # payload of every seq the writer returned, from 0
@@ -65,9 +67,17 @@ class LogMachine(RuleBasedStateMachine):
         seed=st.integers(0, 2**32 - 1),
         align_bytes=st.sampled_from([0, 16, 64, 4096]),
         zero_ahead_bytes=st.sampled_from([0, 40, 256]),
+        crash_after=st.none() | st.integers(0, 12),
+        unsynced=UNSYNCED,
     )
     def open_new_log(
-        self, preallocate: bool, seed: int, align_bytes: int, zero_ahead_bytes: int
+        self,
+        preallocate: bool,
+        seed: int,
+        align_bytes: int,
+        zero_ahead_bytes: int,
+        crash_after: int | None,
+        unsynced: Unsynced,
     ) -> None:
         self.fs = FaultyFileSystem(seed=seed)
         # Blocks far smaller than a disk's, so that small appends cross them: the committer's
@@ -78,9 +88,25 @@ class LogMachine(RuleBasedStateMachine):
             align_bytes=align_bytes,
             zero_ahead_bytes=zero_ahead_bytes,
         )
+        if crash_after is not None:
+            self.crash_while_creating(crash_after, unsynced)
         self.writer, repairs = open_log(self.log_dir, self.quarantine, self.options, fs=self.fs)
-        assert repairs == []
+        assert all(r.bytes_cut == 0 or r.quarantined for r in repairs)
         assert self.writer.next_seq == 0
+        assert read_all(self.log_dir) == ([], None)
+
+    def crash_while_creating(self, calls: int, unsynced: Unsynced) -> None:
+        """The first start in a fresh data dir, the power cut `calls` calls into it."""
+        self.fs.cut_power_after(calls)
+        writer: LogWriter | None = None
+        with contextlib.suppress(OSError, LogIOError):
+            writer, _ = open_log(self.log_dir, self.quarantine, self.options, fs=self.fs)
+        self.fs.power_off()
+        if writer is not None:
+            with contextlib.suppress(LogIOError):
+                writer.close()
+            event("the power went after a fresh log was created")
+        self.fs.crash(unsynced=unsynced)
 
     def reopen(self, *, everything_durable: bool) -> None:
         """Open the log again after the writer stopped, cleanly or not."""
