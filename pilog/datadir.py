@@ -72,11 +72,15 @@ class DataDirPaths:
         return self.root / naming.CONTROL_SOCKET
 
     def is_data_dir(self) -> bool:
-        """`root` holds what the first `pilog run` makes: log/ or index.sqlite.
+        """`root` holds what `pilog run` makes, first to last: LOCK, log/ or index.sqlite.
 
         Raises PermissionError when `root` cannot be searched (a user outside its group).
         """
-        return _stat_is(self.log_dir, stat.S_ISDIR) or _stat_is(self.index, stat.S_ISREG)
+        return (
+            _stat_is(self.lock, stat.S_ISREG)
+            or _stat_is(self.log_dir, stat.S_ISDIR)
+            or _stat_is(self.index, stat.S_ISREG)
+        )
 
 
 def _stat_is(path: Path, kind: Callable[[int], bool]) -> bool:

@@ -133,7 +133,7 @@ def check_data_dir(root: Path, origin: DataDirOrigin) -> None:
     except PermissionError:
         raise DataDirError(_not_readable(root, where)) from None
     raise DataDirAbsentError(
-        f"{where} is not a pilog data dir: it holds neither log/ nor index.sqlite", origin.fix
+        f"{where} is not a pilog data dir: it holds no LOCK, log/ or index.sqlite", origin.fix
     )
 
 

@@ -143,6 +143,7 @@ def test_sigterm_exits_promptly_with_a_driver_stuck_in_a_blocking_call(tmp_path:
         stderr=stderr,
     )
     try:
+        wait_until((data / "log").is_dir, "the log")  # tail refuses a data dir yet to be made
         wait_until(
             lambda: any(
                 e["type"] == "driver_started" and e["sensor"] == "stuck"

@@ -1,6 +1,6 @@
 """Commands that read a data dir say loudly when it is the wrong place, and show paths whole.
 
-A data dir that does not exist, or holds neither `log/` nor `index.sqlite` (what the first
+A data dir that does not exist, or holds none of `LOCK`, `log/` and `index.sqlite` (what
 `pilog run` makes), is one sentence and exit 2 naming its absolute path and where it came
 from; an existing data dir of a stopped pilog still reads as before.
 """

@@ -140,6 +140,7 @@ def test_a_map_larger_than_the_address_space_pauses_projections_with_the_fix(
     config = configure(tmp_path, f'map_size = "{UNMAPPABLE}"')
     data = tmp_path / "data"
     with run_pilog(config) as p:
+        wait_until((data / "log").is_dir, "the log")  # status refuses a data dir yet to be made
         states = wait_until(lambda: all_paused(config), "both projections paused")
         why = states["projection:latest"]["last_error"]
         assert f"cannot map the projections in {data / 'projections'}" in why
