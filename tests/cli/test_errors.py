@@ -20,6 +20,7 @@ from helpers import (
 from pilog.config import load_config
 from pilog.datadir import EventLog
 from pilog.events import Note
+from pilog.log.format import SegmentHeader, decode_header
 from pilog.log.naming import list_segments
 
 VERSION_OFFSET = 8  # docs/log-format.md: magic (8 bytes), then the format version byte
@@ -184,7 +185,10 @@ def test_log_of_an_unknown_format_version_is_refused(
     _base, segment = list_segments(tmp_path / "data" / "log")[which]
     data = bytearray(segment.read_bytes())
     assert data[VERSION_OFFSET] == 1
-    data[VERSION_OFFSET] = 9
+    # A whole header of version 9 (its checksum holds): a flipped version byte alone is damage.
+    old = decode_header(data, segment.name)
+    newer = SegmentHeader(old.epoch, old.base_seq, old.created_ns, old.device_id, version=9)
+    data[: old.size] = newer.encode()
     segment.write_bytes(data)
     before = segment.read_bytes()
 
