@@ -156,7 +156,8 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     from pilog.cli import verify as verify_cmd
     from pilog.history import History
 
-    verdict = verify_cmd.verify(History(reading_config(config, data_dir).data_dir))
+    history = History(reading_config(config, data_dir).data_dir)
+    verdict = verify_cmd.verify(history)
     console = Console(stderr=True)
     for note in verdict.notes:
         console.print(f"note: {note}", highlight=False, soft_wrap=True)
@@ -173,7 +174,10 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    print(f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span}")
+    print(
+        f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span} "
+        f"in {history.paths.log_dir}"
+    )
 
 
 @app.command()

@@ -161,3 +161,10 @@ def test_export_names_the_absolute_data_dir_it_read(stopped: Path) -> None:
     result = pilog("export", "-c", "pilog.toml", cwd=stopped)
     assert result.returncode == 0, result.stderr
     assert result.stderr.endswith(f"reading(s) from {stopped / 'data'}\n")
+
+
+def test_verify_names_the_absolute_log_it_checked(stopped: Path) -> None:
+    result = pilog("verify", "-c", "pilog.toml", cwd=stopped)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: ")
+    assert result.stdout.endswith(f" in {stopped / 'data' / 'log'}\n")
