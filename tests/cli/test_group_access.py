@@ -198,6 +198,13 @@ def test_a_group_member_reads_a_running_pilog(accounts: Accounts, site: Site, co
         assert "stop pilog first" in result.stdout
 
 
+def test_a_real_repair_while_pilog_runs_is_refused_pointing_to_the_dry_run(site: Site) -> None:
+    line = assert_one_sentence_error(pilog("repair", "-c", site.config))
+    assert f"in use by pid {site.service.pid}" in line
+    assert "stop pilog first" in line
+    assert "--dry-run" in line
+
+
 def test_the_lmdb_lock_file_is_group_writable_and_the_data_file_is_not(site: Site) -> None:
     projections = site.data / "projections"
     assert (projections / "lock.mdb").stat().st_mode & 0o777 == 0o660
