@@ -32,6 +32,8 @@ from helpers import (
     write_config,
 )
 
+from pilog.projections.lmdb_store import ProjectionStore
+
 PROJECTIONS = """
 [[projection]]
 type = "latest"
@@ -232,3 +234,13 @@ def test_a_user_outside_the_group_is_refused_naming_the_group(
     assert f"data dir {stopped_site.data} (data_dir in the config file" in line
     assert f"is not readable by user {accounts.stranger}" in line
     assert f"usermod -aG {accounts.group} {accounts.stranger}" in line
+
+
+def test_a_store_made_before_the_lock_file_was_shared_gets_its_mode_when_the_writer_opens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "projections"
+    ProjectionStore(path).close()
+    (path / "lock.mdb").chmod(0o640)  # as an older pilog left it
+    with ProjectionStore(path):
+        assert (path / "lock.mdb").stat().st_mode & 0o777 == 0o660
