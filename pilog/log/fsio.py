@@ -10,6 +10,8 @@ real disk has (`pilog.testing.faultyfs`). Implementations must guarantee:
 - After `FileSystem.sync_dir` returns, the names created or removed in that directory
   before the call survive a power cut (files and directories alike; before it, a power cut
   may take a new directory away with everything in it, whatever was synced inside).
+- `FileSystem.rename` replaces `dst` by `src` atomically; like a new name, the change
+  survives a power cut once the directory is synced (before, either name may be there).
 - `FileSystem.mkdir` creates one directory whose parent exists, and raises FileExistsError
   when the name is taken; `make_dirs` builds every missing level on it, each made durable.
 
@@ -46,6 +48,7 @@ class FileSystem(Protocol):
     def read_bytes(self, path: Path) -> bytes: ...
     def write_new(self, path: Path, data: bytes) -> None: ...
     def unlink(self, path: Path) -> None: ...
+    def rename(self, src: Path, dst: Path) -> None: ...
     def mkdir(self, path: Path, mode: int = DIR_MODE) -> None: ...
     def sync_dir(self, path: Path) -> None: ...
     def file_size(self, path: Path) -> int: ...
@@ -118,6 +121,9 @@ class OsFileSystem:
 
     def unlink(self, path: Path) -> None:
         path.unlink()
+
+    def rename(self, src: Path, dst: Path) -> None:
+        os.replace(src, dst)
 
     def mkdir(self, path: Path, mode: int = DIR_MODE) -> None:
         path.mkdir(mode=mode)

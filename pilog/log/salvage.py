@@ -32,7 +32,7 @@ from pilog.log.format import (
     intact_frame_at,
     scan_frames,
 )
-from pilog.log.fsio import OsFileSystem
+from pilog.log.fsio import FileSystem, OsFileSystem
 
 _SEQ = struct.Struct("<Q")
 _MAX_SEQ = (1 << 64) - 1
@@ -193,10 +193,15 @@ def repaired_bytes(header: SegmentHeader, repair: SegmentRepair, filler: Filler)
 
 
 def rewrite_segment(
-    path: Path, quarantine_dir: Path, data: bytes, new: bytes, stamp_ns: int
+    path: Path,
+    quarantine_dir: Path,
+    data: bytes,
+    new: bytes,
+    stamp_ns: int,
+    fs: FileSystem | None = None,
 ) -> Path:
     """Keep the damaged file in quarantine, then atomically replace it by `new`."""
-    fs = OsFileSystem()
+    fs = fs or OsFileSystem()
     kept = quarantine_dir / naming.damaged_name(path.name, stamp_ns)
     fs.write_new(kept, data)
     fs.sync_dir(quarantine_dir)
@@ -204,6 +209,6 @@ def rewrite_segment(
     tmp = path.with_name(path.name + naming.REPAIR_SUFFIX)
     fs.write_new(tmp, new)
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-    os.replace(tmp, path)
+    fs.rename(tmp, path)
     fs.sync_dir(path.parent)
     return kept

@@ -372,6 +372,26 @@ class FaultyFileSystem:
             if state is not None and state.name_durable:
                 self._unlinked[key] = state
 
+    def rename(self, src: Path, dst: Path) -> None:
+        """Replace `dst` by `src`; until `sync_dir` of the directory a power cut may undo it.
+
+        Renaming a file that is open through this filesystem is not modelled.
+        """
+        skey, dkey = _key(src), _key(dst)
+        with self._lock:
+            self._check_power(dkey)
+            state = self._track(skey)
+            previous = self._track(dkey) if dkey.exists() else None
+            os.replace(skey, dkey)
+            del self._files[skey]
+            # The old names stay on disk until the directory is synced: a crash may bring
+            # back `src`, and `dst` as it was (its content is the durable one until then).
+            if state.name_durable:
+                self._unlinked[skey] = state
+            if previous is not None and previous.name_durable:
+                self._unlinked[dkey] = previous
+            self._files[dkey] = _FileState(state.durable, False, state.pending)
+
     def mkdir(self, path: Path, mode: int = DIR_MODE) -> None:
         """Create one directory; its name is durable after `sync_dir` of its parent."""
         key = _key(path)

@@ -339,3 +339,30 @@ def test_a_directory_synced_in_its_parent_stays(fs: FaultyFileSystem, tmp_path: 
     fs.crash(unsynced="none")
 
     assert (tmp_path / "new" / "f").read_bytes() == b"durable"
+
+
+def test_a_rename_never_synced_in_its_directory_is_undone(
+    fs: FaultyFileSystem, tmp_path: Path
+) -> None:
+    written(fs, tmp_path / "old", b"old content", sync_upto=1)
+    written(fs, tmp_path / "new.tmp", b"new content", sync_upto=1)
+    fs.rename(tmp_path / "new.tmp", tmp_path / "old")
+    assert (tmp_path / "old").read_bytes() == b"new content"
+    assert fs.durable_view(tmp_path) == {"old": b"old content", "new.tmp": b"new content"}
+
+    fs.crash(unsynced="none")
+
+    assert (tmp_path / "old").read_bytes() == b"old content"
+    assert (tmp_path / "new.tmp").read_bytes() == b"new content"
+
+
+def test_a_rename_synced_in_its_directory_stays(fs: FaultyFileSystem, tmp_path: Path) -> None:
+    written(fs, tmp_path / "old", b"old content", sync_upto=1)
+    written(fs, tmp_path / "new.tmp", b"new content", sync_upto=1)
+    fs.rename(tmp_path / "new.tmp", tmp_path / "old")
+    fs.sync_dir(tmp_path)
+
+    fs.crash(unsynced="none")
+
+    assert (tmp_path / "old").read_bytes() == b"new content"
+    assert not (tmp_path / "new.tmp").exists()

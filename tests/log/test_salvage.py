@@ -21,6 +21,7 @@ from pilog.log.salvage import (
     repaired_bytes,
     rewrite_segment,
 )
+from pilog.testing.faultyfs import FaultyFileSystem
 
 BASE = 1000
 COUNT = 40
@@ -177,6 +178,25 @@ def test_rewriting_keeps_the_original_in_quarantine_and_reads_through(tmp_path: 
     got = dict(records)
     assert got[BASE + 3] == b"lost 1003 after b'<1002>'"
     assert got[BASE + 4] == payload(BASE + 4, 20 + (BASE + 4) % 37)
+
+
+def test_a_rewritten_segment_and_its_kept_original_survive_a_power_cut(tmp_path: Path) -> None:
+    log_dir, quarantine = tmp_path / "log", tmp_path / "quarantine"
+    log_dir.mkdir()
+    quarantine.mkdir()
+    data, offsets = segment()
+    data[offsets[3] + 1] ^= 0xFF
+    path = log_dir / naming.segment_name(BASE)
+    path.write_bytes(data)
+    head, repair = plan(data)
+    new = repaired_bytes(head, repair, filler)
+    fs = FaultyFileSystem(seed=3)
+
+    kept = rewrite_segment(path, quarantine, bytes(data), new, CREATED_NS + 1, fs=fs)
+    fs.crash(unsynced="none")
+
+    assert path.read_bytes() == new
+    assert kept.read_bytes() == data
 
 
 @settings(max_examples=200, deadline=None)
