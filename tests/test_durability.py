@@ -171,6 +171,7 @@ def test_fsync_never_and_always_say_what_a_power_cut_loses(tmp_path: Path) -> No
 def test_check_and_status_report_the_window_in_force(tmp_path: Path) -> None:
     path = write_config(tmp_path / "pilog.toml", tmp_path / "data", log={"fsync_interval_ms": 300})
     env = {"PILOG_LOG__FSYNC_INTERVAL_MS": "700"}
+    (tmp_path / "data" / "log").mkdir(parents=True)  # status refuses a place pilog never ran
 
     check = pilog("check", "--json", "-c", path, env=env)
     status = pilog("status", "--json", "-c", path, env=env)
