@@ -114,6 +114,11 @@ commit_interval = "50ms"
     assert values["pilog_gaps_total"] == 0
 
 
+def test_every_family_is_in_the_table_of_operations_md() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert set(re.findall(r"^\| `(pilog_[a-z_]+)` \|", text, re.MULTILINE)) == set(FAMILIES)
+
+
 def test_a_bad_listen_address_is_a_config_error(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "pilog.toml", tmp_path / "data", extra='[metrics]\nlisten = "9108"\n'
