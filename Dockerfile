@@ -68,7 +68,7 @@ USER pilog
 # Healthy while `pilog run` answers on its control socket and its log writer has no I/O error.
 # (Kept by Docker-format images: `buildah bud --format docker`; OCI images drop HEALTHCHECK.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, sys; from pathlib import Path; from pilog.control import query; a = query(Path(os.environ.get('PILOG_DATA_DIR', '/data')), {'cmd': 'status'}); sys.exit(0 if a and not a.get('error') and not (a.get('writer') or {}).get('io_error') else 1)"]
+    CMD ["python3", "-c", "import os, sys; from pathlib import Path; from pilog.control import StatusRequest, query; from pilog.runstate import RunSnapshot; a = query(Path(os.environ.get('PILOG_DATA_DIR', '/data')), StatusRequest(), RunSnapshot); sys.exit(0 if isinstance(a, RunSnapshot) and not a.writer.io_error else 1)"]
 
 # pilog flushes, fsyncs and exits 0 on SIGTERM (docker stop) within 10 s.
 STOPSIGNAL SIGTERM
