@@ -93,7 +93,6 @@ def collect(config: Config) -> dict[str, Any]:
         status["writer"] = msgspec.to_builtins(live.writer)
         status["drivers"] = msgspec.to_builtins(live.drivers)
         status["clock"] = msgspec.to_builtins(live.clock)
-        status["wall_ns"] = live.wall_ns
     status["consumers"] = _consumers(
         config, history, last_seq, cursor_rows, rewinds, live.consumers if live else []
     )
