@@ -52,6 +52,7 @@ READING = {
     "export": ["export"],
     "status": ["status", "--json"],
     "repair-dry-run": ["repair", "--dry-run"],
+    "replay-dry-run": ["replay", "--from", "0", "--all", "--dry-run"],
 }
 
 
@@ -183,6 +184,8 @@ def check_works(result: subprocess.CompletedProcess[str], command: str) -> None:
         assert len(result.stdout.splitlines()) >= 5
     elif command == "verify":
         assert result.stdout.startswith("ok: ")
+    elif command == "replay-dry-run":
+        assert "projection:latest: rebuilt from seq 0" in result.stdout
     elif command == "status":
         state = json.loads(result.stdout)
         assert state["index"] == "ok", "the index, read through SQLite's WAL files"
