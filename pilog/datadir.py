@@ -12,6 +12,7 @@ import errno
 import fcntl
 import logging
 import os
+import pwd
 import sqlite3
 import stat
 import threading
@@ -101,7 +102,10 @@ class WriterLock:
             make_dirs(paths.root)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except PermissionError as e:
-            raise DataDirError(f"data dir {paths.root} is not writable: {e.strerror}") from e
+            raise DataDirError(
+                f"data dir {paths.root} is not writable by this user: {e.strerror}; "
+                f"{_writer_fix(paths.root)}"
+            ) from e
         except OSError as e:
             raise DataDirError(f"cannot use data dir {paths.root}: {e.strerror}") from e
         try:
@@ -115,6 +119,17 @@ class WriterLock:
 
     def release(self) -> None:
         os.close(self._fd)  # closing drops the flock; the pid stays for post-mortems
+
+
+def _writer_fix(root: Path) -> str:
+    """How to write to a data dir this user may not: as its owner, or make it theirs."""
+    try:
+        owner = pwd.getpwuid(root.stat().st_uid).pw_name
+    except FileNotFoundError:
+        return "create it for the user that runs pilog (see docs/install.md)"
+    except (OSError, KeyError):
+        return "run this as the user that owns it"
+    return f"run this as its owner (sudo -u {owner} pilog ...)"
 
 
 def read_lock_pid(path: Path) -> int | None:

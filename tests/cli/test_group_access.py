@@ -247,3 +247,12 @@ def test_a_store_made_before_the_lock_file_was_shared_gets_its_mode_when_the_wri
     (path / "lock.mdb").chmod(0o640)  # as an older pilog left it
     with ProjectionStore(path):
         assert (path / "lock.mdb").stat().st_mode & 0o777 == 0o660
+
+
+def test_a_real_repair_by_a_group_member_is_refused_naming_the_owner_to_run_it_as(
+    accounts: Accounts, stopped_site: Site
+) -> None:
+    result = as_user(accounts.operator, "repair", "-c", stopped_site.config)
+    line = assert_one_sentence_error(result)
+    assert f"data dir {stopped_site.data} is not writable by this user" in line
+    assert f"run this as its owner (sudo -u {accounts.service} pilog ...)" in line
