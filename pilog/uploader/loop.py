@@ -12,14 +12,14 @@ idempotency key (invariant 4). The answer table (`Outcome`):
   `DeadLetter` event (and a line in `deadletter/<sink>.ndjson`) once another reading of the
   batch was accepted, and the rest is delivered;
 - `rejected` alike with nothing accepted: the refusal is about the endpoint, not the readings
-  (a wrong URL): when `PAUSE_AFTER_REFUSALS` readings of a batch in a row (or every reading of a
-  smaller batch) were refused on their own with the same status, none of the batch was
-  accepted, and the batch's last reading sent alone is refused too, nothing is dead-lettered,
-  the cursor stays before the batch and the sink pauses;
+  (a wrong URL): when `PAUSE_AFTER_REFUSALS` readings of a batch in a row were refused on their
+  own with the same status, none of the batch was accepted, and the batch's last reading sent
+  alone is refused too, nothing is dead-lettered, the cursor stays before the batch and the
+  sink pauses. A smaller batch refused whole is retried with backoff, grown by the readings
+  that follow, until it tells one way or the other;
 - `unauthorized`: the sink pauses for `retry_max` between attempts and says so, once per streak.
 A paused sink tries again every `retry_max`, at once when `pilog retry` asks (`wake`), and with
-a fresh batch after an endpoint pause, so a lone bad reading is dead-lettered as soon as a
-reading after it is accepted. A restart of pilog (a corrected config) tries at once.
+a fresh batch after an endpoint pause. A restart of pilog (a corrected config) tries at once.
 The sink never gives up on good data, and never loses bad data: a dead letter stays in the log.
 """
 
@@ -190,11 +190,29 @@ class Uploader(Consumer):
     ) -> bool:
         """After a refusal with nothing accepted: pause when the endpoint refuses everything
         (Restart); True when the batch's last reading is accepted; False while unsure."""
-        if _refused_alike(refused) < min(PAUSE_AFTER_REFUSALS, n):
+        alike = _refused_alike(refused)
+        if alike < min(PAUSE_AFTER_REFUSALS, n):
             return False
-        if not self._last_accepted(parts):
-            self._pause_for_endpoint(refused[-1][1], len(refused))
-        return True
+        if self._last_accepted(parts):
+            return True
+        if alike < PAUSE_AFTER_REFUSALS:
+            self._wait_for_more(refused[-1][1])
+        self._pause_for_endpoint(refused[-1][1], alike)
+        return False  # not reached: both raise Restart
+
+    def _wait_for_more(self, outcome: Outcome) -> None:
+        """A batch too small to tell a bad reading from a bad endpoint: retry soon with a
+        batch that has grown (a lone bad reading is dead-lettered once one after it is taken)."""
+        if self.state.attempts == 0:
+            log.warning(
+                "sink %s: %s; retrying with the readings that follow",
+                self.config.name,
+                outcome.detail,
+            )
+        self.state.state = "retrying"
+        self._commit(self._delivered)  # the restart reads on from here, re-sending nothing
+        self._failed(outcome.detail, self.backoff.next_wait())
+        raise Restart
 
     def _last_accepted(self, parts: deque[list[Event]]) -> bool:
         """Send the batch's last reading alone (taking it out of `parts`); True when accepted.

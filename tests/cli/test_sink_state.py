@@ -179,12 +179,13 @@ def test_an_endpoint_refusing_everything_pauses_in_status_and_metrics_then_the_f
     with Receiver() as rx:
         rx.always(fail(404, '{"error": "no such route"}'))
         wrong = rx.base_url + "/api/readingz"
-        # One reading a day: the log stands still while status and /metrics are compared.
+        # Three readings, then one a day: enough to tell a wrong endpoint from a bad reading,
+        # and the log stands still while status and /metrics are compared.
         config = write_config(
             tmp_path / "pilog.toml",
             tmp_path / "data",
             log={"fsync_interval_ms": 10},
-            sensors=[{"name": "air", "interval_ms": 86_400_000}],
+            sensors=[{"name": n, "interval_ms": 86_400_000} for n in ("air", "soil", "water")],
             extra=f"""
 [metrics]
 listen = "127.0.0.1:{port}"
@@ -194,6 +195,7 @@ name = "keep"
 type = "http-json"
 url = "{wrong}"
 linger_ms = 20
+retry_initial_ms = 10
 retry_max = {LONG_S}
 """,
         )

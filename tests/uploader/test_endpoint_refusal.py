@@ -183,3 +183,21 @@ def test_bad_readings_at_the_head_of_a_batch_are_dead_letters_not_a_pause(
         assert box.uploader.state.paused_reason is None
     finally:
         box.close()
+
+
+def test_a_lone_bad_reading_is_retried_with_the_next_ones_then_dead_lettered_without_a_pause(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.poison(lambda obj: obj["payload"] == {"bad": 1})
+    box = Box(make_config(tmp_path, http_json(receiver.url)))
+    try:
+        bad = box.events.append(Reading("air", "synthetic", {"bad": 1}))
+        wait_until(lambda: box.uploader.state.attempts >= 1, "the lone reading refused")
+        assert box.uploader.state.paused_reason is None  # too little to blame the endpoint
+        good = box.append(3)
+        wait_until(lambda: box.cursor() == good[-1] + 1, "the readings after it delivered")
+        assert [d.seq for d in box.dead_letters()] == [bad]
+        assert receiver.ids() == {box.id(s) for s in good}
+        assert box.uploader.state.paused_reason is None
+    finally:
+        box.close()
