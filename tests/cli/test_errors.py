@@ -212,6 +212,7 @@ def test_second_run_on_the_same_data_dir_is_refused_naming_the_first_pid(tmp_pat
     data = tmp_path / "data"
     config = write_config(tmp_path / "pilog.toml", data)
     with run_pilog(config) as first:
+        wait_until((data / "LOCK").exists, "the data dir")  # status refuses it until then
         wait_until(lambda: status_json("-c", config)["writer_pid"] == first.pid, "the lock")
         seen = wait_for_seq(data, 0)
         second = pilog("run", "-c", config)
