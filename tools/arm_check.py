@@ -518,7 +518,8 @@ def exercise(root: Chroot, figures: Figures) -> None:
                         timeout=300).text  # fmt: skip
 
     status_text = pilog("status --json")
-    status = json.loads("\n".join(status_text))
+    # stderr is merged here: skip the line saying which data dir the embedded default means.
+    status = json.loads("\n".join(x for x in status_text if not x.startswith("pilog: ")))
     if not status["last_seq"] or status["last_seq"] <= 0 or status["index"] != "ok":
         raise StepFailedError("pilog status", "no events, or the index is not ok", status_text)
     figures.events = status["last_seq"] - status["first_seq"] + 1
