@@ -3,7 +3,8 @@
     PilogError
     ├── ConfigError            a config file or override is invalid (names file and key path)
     ├── DataDirError           the data dir cannot be used (not writable, missing)
-    │   └── LockedError        another pilog process owns the data dir
+    │   ├── LockedError        another pilog process owns the data dir
+    │   └── NoDataDirError     a reading command found no data dir that pilog run wrote
     └── LogError               the segmented log
         ├── CorruptionError    a frame or header fails its checks (segment, offset, reason)
         ├── FormatVersionError a segment was written by an unknown format version
@@ -37,6 +38,14 @@ class LockedError(DataDirError):
         super().__init__(f"data dir {path} is in use by {who} (lock held on {path}/LOCK)")
         self.path = path
         self.pid = pid
+
+
+class NoDataDirError(DataDirError):
+    """Nothing at the place, or nothing `pilog run` makes: `pilog tail -f` waits for it."""
+
+    def __init__(self, absent: str, fix: str) -> None:
+        super().__init__(f"{absent}; {fix}")
+        self.absent = absent  # the sentence without the fix
 
 
 class LogError(PilogError):

@@ -16,7 +16,7 @@ import msgspec
 
 from pilog.config import CONFIG_SEARCH, Config, find_config, load_config
 from pilog.datadir import DataDirPaths
-from pilog.errors import DataDirError
+from pilog.errors import DataDirError, NoDataDirError
 
 CONFIG_HELP = "Config file (default: $PILOG_CONFIG, ./pilog.toml, /etc/pilog/pilog.toml, embedded)"
 DATA_DIR_HELP = "Data dir to use instead of the config's data_dir"
@@ -44,7 +44,7 @@ def reading_config(config: Path | None, data_dir: Path | None, *, wait: bool = F
     origin = data_dir_origin(cfg, found, data_dir)
     try:
         check_data_dir(root, origin)
-    except DataDirAbsentError as e:
+    except NoDataDirError as e:
         if not wait:
             raise
         print(f"pilog: {e.absent}; waiting for `pilog run` to write it", file=sys.stderr)
@@ -56,14 +56,6 @@ def reading_config(config: Path | None, data_dir: Path | None, *, wait: bool = F
                 file=sys.stderr,
             )
     return msgspec.structs.replace(cfg, data_dir=root)
-
-
-class DataDirAbsentError(DataDirError):
-    """No pilog data dir at the place: nothing there, or not what `pilog run` makes."""
-
-    def __init__(self, absent: str, fix: str) -> None:
-        super().__init__(f"{absent}; {fix}")
-        self.absent = absent  # the sentence without the fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +121,10 @@ def check_data_dir(root: Path, origin: DataDirOrigin) -> None:
         if DataDirPaths(root).is_data_dir():
             return
     except (FileNotFoundError, NotADirectoryError):
-        raise DataDirAbsentError(f"{where} does not exist", origin.fix) from None
+        raise NoDataDirError(f"{where} does not exist", origin.fix) from None
     except PermissionError:
         raise DataDirError(_not_readable(root, where)) from None
-    raise DataDirAbsentError(
+    raise NoDataDirError(
         f"{where} is not a pilog data dir: it holds no LOCK, log/ or index.sqlite", origin.fix
     )
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -153,8 +152,7 @@ def test_tail_follow_on_a_data_dir_yet_to_be_made_says_it_waits_for_it(tmp_path:
             f"pilog: data dir {tmp_path / 'data'} (data_dir in the config file {config}) "
             "does not exist; waiting for `pilog run` to write it"
         )
-        assert tail.alive()
-        assert tail.stop(signal.SIGINT) == 0
+        assert tail.alive()  # following: it waits rather than exits; leaving kills it
 
 
 def test_export_names_the_absolute_data_dir_it_read(stopped: Path) -> None:
