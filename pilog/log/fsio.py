@@ -149,6 +149,8 @@ def make_dirs(path: Path, fs: FileSystem | None = None, mode: int = DIR_MODE) ->
     missing: list[Path] = []
     level = Path(os.path.abspath(path))
     while not level.is_dir() and level.parent != level:
+        if level.exists():  # a file in the way, as `mkdir -p` reports it
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         missing.append(level)
         level = level.parent
     for directory in reversed(missing):

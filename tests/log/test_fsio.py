@@ -34,7 +34,7 @@ def test_make_dirs_of_an_existing_directory_changes_nothing(tmp_path: Path) -> N
 
 def test_make_dirs_refuses_a_file_in_the_way(tmp_path: Path) -> None:
     (tmp_path / "f").write_bytes(b"")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(NotADirectoryError, match="Not a directory"):
         make_dirs(tmp_path / "f" / "d", FaultyFileSystem(seed=1))
 
 
