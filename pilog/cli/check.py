@@ -38,7 +38,7 @@ class Outcome:
 
 def check(config: Config, timeout_s: float = CHECK_TIMEOUT_S) -> list[Outcome]:
     """The data dir, each sensor (driver found, device opens and reads), each sink (probed)."""
-    outcomes = [_check_data_dir(Path(config.data_dir)), _check_durability(config)]
+    outcomes = [_check_data_dir(Path(config.data_dir).absolute()), _check_durability(config)]
     outcomes += [_check_sensor(config, sensor, timeout_s) for sensor in config.sensor]
     outcomes += _check_sinks(config, timeout_s)
     return outcomes
