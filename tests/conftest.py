@@ -4,6 +4,16 @@
 where each example takes many times longer: no deadline, no too_slow health check.
 """
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("emulated", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx (ours and pilog's in a child process) honours proxy variables; every server the
+    # tests talk to is on 127.0.0.1.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

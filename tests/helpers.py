@@ -260,8 +260,8 @@ def dump_lmdb(path: Path) -> dict[bytes, list[tuple[bytes, bytes]]]:
         env.close()
 
 
-def projections_toml(commit_interval: str = "100ms") -> str:
-    """A `latest` and a `rollup` projection, for configs of tests that crash and rebuild."""
+def projections_toml(commit_interval: str = "100ms", windows: str = '["1s", "1m"]') -> str:
+    """A `latest` and a `rollup` projection, for the configs of tests."""
     return f"""
 [[projection]]
 type = "latest"
@@ -269,7 +269,7 @@ commit_interval = "{commit_interval}"
 
 [[projection]]
 type = "rollup"
-windows = ["1s", "1m"]
+windows = {windows}
 commit_interval = "{commit_interval}"
 """
 

@@ -38,14 +38,6 @@ PATH = "/api/readings"
 USER, PASSWORD = "pilog", "mqtt-pa55word"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # httpx in the child honours proxy variables; every server here is local.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     with Receiver(token=TOKEN, path=PATH) as rx:

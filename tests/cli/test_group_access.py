@@ -27,6 +27,7 @@ from helpers import (
     assert_one_sentence_error,
     clean_env,
     pilog,
+    projections_toml,
     wait_for_seq,
     wait_until,
     write_config,
@@ -34,16 +35,7 @@ from helpers import (
 
 from pilog.projections.lmdb_store import ProjectionStore
 
-PROJECTIONS = """
-[[projection]]
-type = "latest"
-commit_interval = "100ms"
-
-[[projection]]
-type = "rollup"
-windows = ["1m"]
-commit_interval = "100ms"
-"""
+PROJECTIONS = projections_toml(windows='["1m"]')
 READING = {
     "show-latest": ["show", "latest", "--json"],
     "show-rollup": ["show", "rollup", "--sensor", "air", "--field", "temperature_c", "--json"],

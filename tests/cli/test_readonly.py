@@ -12,7 +12,14 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import Running, assert_one_sentence_error, pilog, wait_for_seq, write_config
+from helpers import (
+    Running,
+    assert_one_sentence_error,
+    pilog,
+    projections_toml,
+    wait_for_seq,
+    write_config,
+)
 
 READ_ONLY = {
     "status": ["status"],
@@ -25,16 +32,7 @@ READ_ONLY = {
     "replay-dry-run": ["replay", "--from", "0", "--all", "--dry-run"],
     "repair-dry-run": ["repair", "--dry-run"],
 }
-PROJECTIONS = """
-[[projection]]
-type = "latest"
-commit_interval = "100ms"
-
-[[projection]]
-type = "rollup"
-windows = ["1m"]
-commit_interval = "100ms"
-"""
+PROJECTIONS = projections_toml(windows='["1m"]')
 
 
 @pytest.fixture(scope="module")

@@ -66,14 +66,6 @@ class _Server(ThreadingHTTPServer):
         return f"http://{host!s}:{port}{path}"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # httpx honours proxy variables; the server under test is local.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 @pytest.fixture
 def server() -> Iterator[_Server]:
     srv = _Server()

@@ -44,13 +44,6 @@ def reading(seq: int, device: str = "dev-1", epoch: str = "00ab") -> dict[str, A
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 @pytest.fixture
 def rx() -> Iterator[Receiver]:
     with Receiver() as receiver:

@@ -148,11 +148,3 @@ def start_victoria_metrics(tmp_path: Path) -> Iterator[StartVictoriaMetrics]:
 @pytest.fixture
 def victoria_metrics(start_victoria_metrics: StartVictoriaMetrics) -> VictoriaMetrics:
     return start_victoria_metrics()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # httpx honours proxy variables; the servers under test are local.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
