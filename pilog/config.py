@@ -253,6 +253,7 @@ class InfluxLineSinkConfig(_HttpSinkConfig, frozen=True, tag="influx-line"):
     org: str | None = None  # v2 (default: the token's organisation)
     bucket: str | None = None  # v2, required
     database: str | None = None  # v1, required
+    auth: Literal["token", "basic"] = "token"  # basic: the token is user:password (VM httpAuth)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -278,7 +278,12 @@ def _probe_influx(config: InfluxLineSinkConfig, context: SinkContext, deadline: 
     if write.kind == "ack" or (write.status == 400 and EMPTY_WRITE_REFUSAL in write.detail):
         return f"ping answered; an empty write to {url} was accepted (HTTP {write.status})"
     if write.kind == "unauthorized":
-        v1 = " (InfluxDB 1.x: the token is username:password)" if config.api == "v1" else ""
+        v1 = ""
+        if config.api == "v1" and config.auth == "token":
+            v1 = (
+                " (InfluxDB 1.x: the token is username:password; VictoriaMetrics' -httpAuth "
+                'takes it only with auth = "basic")'
+            )
         raise _Failed(f"{url} refused the token ({write.detail}): {_token_hint(config)}{v1}")
     if write.status == 404:
         where = (

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pilog.config import InfluxLineSinkConfig
+from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.sink import Outcome, SinkContext
 from pilog.uploader.sinks.influx_line import (
@@ -440,6 +441,23 @@ def test_real_server_requiring_auth_answers_unauthorized_without_leaking_the_tok
     outcome = send_one(config(vm.url, token_file=token_file), context)
     assert outcome.kind == "unauthorized"
     assert TOKEN not in outcome.detail
+
+
+def test_basic_auth_is_what_a_real_server_with_http_auth_takes(
+    start_victoria_metrics: StartVictoriaMetrics, context: SinkContext, tmp_path: Path
+) -> None:
+    vm = start_victoria_metrics("-httpAuth.username=pilog", f"-httpAuth.password={TOKEN}")
+    credentials = tmp_path / "vm-auth"
+    credentials.write_text(f"pilog:{TOKEN}\n")
+    assert send_one(config(vm.url, token_file=credentials), context).kind == "unauthorized"
+    assert send_one(config(vm.url, token_file=credentials, auth="basic"), context).kind == "ack"
+
+
+def test_basic_auth_without_a_colon_in_the_token_is_a_config_error(
+    context: SinkContext, token_file: Path
+) -> None:
+    with pytest.raises(ConfigError, match="username:password"):
+        InfluxLineSink(config("http://127.0.0.1:9", token_file=token_file, auth="basic"), context)
 
 
 def test_stopped_server_means_retry(

@@ -193,6 +193,22 @@ def test_token_the_server_refuses_fails_naming_the_token_file(
     assert TOKEN not in row["detail"]
 
 
+def test_basic_auth_the_server_takes_passes(
+    tmp_path: Path, start_victoria_metrics: StartVictoriaMetrics
+) -> None:
+    vm = start_victoria_metrics("-httpAuth.username=pilog", f"-httpAuth.password={TOKEN}")
+    token = tmp_path / "token"
+    token.write_text(f"pilog:{TOKEN}")
+    token.chmod(0o600)
+    code, row = check(
+        tmp_path, url=vm.url, api="v1", database="pilog", auth="basic", token_file=str(token)
+    )
+    assert (code, row["ok"]) == (0, True), row["detail"]
+    code, row = check(tmp_path, url=vm.url, api="v1", database="pilog", token_file=str(token))
+    assert code == 1
+    assert 'auth = "basic"' in row["detail"]
+
+
 def test_stopped_server_is_a_refused_connection(
     tmp_path: Path, victoria_metrics: VictoriaMetrics
 ) -> None:

@@ -30,8 +30,9 @@ Endpoints, with `Content-Type: text/plain; charset=utf-8` and gzip when enabled:
   compatibility API, VictoriaMetrics' `/write`).
 A configured token goes in `Authorization: Token <token>` for both: InfluxDB 2 accepts its API
 token that way on both endpoints, and InfluxDB 1.8+ takes `Token <username>:<password>` (put
-`username:password` in the token file). Basic auth and the `u`/`p` query parameters of 1.x are
-not used, so no secret ever lands in a URL or a log line.
+`username:password` in the token file). With `auth = "basic"` the token (`username:password`)
+goes in HTTP Basic auth instead: VictoriaMetrics' `-httpAuth.*` takes only that. The `u`/`p`
+query parameters of 1.x are not used, so no secret ever lands in a URL or a log line.
 
 Idempotency: a point is identified by measurement, tag set and timestamp, and writing it again
 overwrites it with the same values. Re-sending a batch after a lost answer therefore changes
@@ -41,6 +42,7 @@ would make a new series per reading.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import urllib.parse
@@ -48,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pilog.config import InfluxLineSinkConfig
+from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.http import bearer_token, encode_body, make_client, post
 from pilog.uploader.sink import Outcome, SinkContext, readings
@@ -161,6 +164,17 @@ def write_url(config: InfluxLineSinkConfig) -> str:
     return f"{base}/api/v2/write?{urllib.parse.urlencode(params)}"
 
 
+def authorization(config: InfluxLineSinkConfig, token: str) -> str:
+    """The Authorization header: `Token …`, or Basic for servers that take only that."""
+    if config.auth == "token":
+        return f"Token {token}"
+    if ":" not in token:
+        raise ConfigError(
+            f"sink {config.name}: auth = 'basic' needs the token as username:password"
+        )
+    return "Basic " + base64.b64encode(token.encode()).decode("ascii")
+
+
 class InfluxLineSink:
     def __init__(self, config: InfluxLineSinkConfig, context: SinkContext) -> None:
         self.config = config
@@ -169,7 +183,7 @@ class InfluxLineSink:
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         token = bearer_token(config)
         if token:
-            self._headers["Authorization"] = f"Token {token}"
+            self._headers["Authorization"] = authorization(config, token)
         self._secrets = (token,) if token else ()  # blanked out of a probe's detail
         self._client = make_client(config, context)
         self._skipping = False  # warn when readings start being skipped, not on every batch
