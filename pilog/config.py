@@ -9,6 +9,7 @@ typo must never silently disable a setting. Environment variables override the f
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, ConfigProblemsError
 
 CONFIG_SEARCH = (Path("pilog.toml"), Path("/etc/pilog/pilog.toml"))
 ENV_PREFIX = "PILOG_"
@@ -182,6 +183,9 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     data_dir: Path = Path("/var/lib/pilog")  # log, index, projections; one pilog run each
     mode: Literal["normal", "ephemeral"] = "normal"  # ephemeral: all state in RAM (tmpfs)
     ephemeral_dir: Path | None = None  # default: $RUNTIME_DIRECTORY, /run/pilog, /dev/shm/pilog
+    driver_paths: list[Path] = msgspec.field(  # dirs of module:Class drivers, relative to this file
+        default_factory=list
+    )
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     sensor: list[SensorConfig] = msgspec.field(default_factory=list)
     sink: list[SinkConfig] = msgspec.field(default_factory=list)
@@ -351,20 +355,84 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
 
 def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> Config:
     raw = dict(raw)
-    for internal in ("source", "origins"):
-        if internal in raw:
-            raise ConfigError(f"{source}: unknown key `{internal}`")
     origins = {key: source for key in _tracked_keys(raw)}
     origins |= _apply_env(raw, environ)
     sensors = raw.get("sensor", [])
     if isinstance(sensors, list):
         raw["sensor"] = [_split_sensor(s) for s in sensors]
+    problems = _problems(raw)
+    if problems:
+        raise ConfigProblemsError([f"{source}: {p}" for p in problems])
     raw["source"] = source
     raw["origins"] = origins
     try:
+        # Each table is valid now; what is left are the checks across tables (unique names).
         return msgspec.convert(raw, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{source}: {_humanize(str(e))}") from e
+
+
+def _problems(raw: dict[str, Any]) -> list[str]:
+    """Every problem of the raw config, table by table: msgspec stops at a table's first."""
+    fields = {f.encode_name: f.type for f in msgspec.structs.fields(Config)}
+    for internal in ("source", "origins"):
+        del fields[internal]
+    problems = [f"unknown key `{k}`{did_you_mean(k, fields)}" for k in raw if k not in fields]
+    for key, typ in fields.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if key in ("sensor", "sink", "projection") and isinstance(value, list):
+            (item_type,) = typing.get_args(typ)
+            for i, table in enumerate(value):
+                problems += table_problems(table, item_type, f"{key}[{i}]")
+        else:
+            problems += table_problems(value, typ, key)
+    return problems
+
+
+def table_problems(value: object, typ: Any, path: str) -> list[str]:
+    """Each unknown key of one table (with a suggestion), then its first bad value."""
+    unknown = unknown_keys(value, typ)
+    problems = [f"{path}: unknown key `{k}`{hint}" for k, hint in unknown.items()]
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k not in unknown}
+    try:
+        msgspec.convert(value, typ, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        message, _, at = str(e).partition(" - at `$")
+        problems.append(_humanize(f"{message} - at `$.{path}{at.rstrip('`')}`"))
+    return problems
+
+
+def unknown_keys(value: object, typ: Any) -> dict[str, str]:
+    """Each key of table `value` that `typ` refuses, with a suggestion ("" when none is close)."""
+    known = _known_keys(value, typ)
+    if known is None or not isinstance(value, dict):
+        return {}
+    return {k: did_you_mean(k, known) for k in value if k not in known}
+
+
+def _known_keys(value: object, typ: Any) -> list[str] | None:
+    """The keys a table of `typ` takes when it refuses others (tagged unions by their tag)."""
+    members = typing.get_args(typ) or (typ,)
+    structs = [t for t in members if isinstance(t, type) and issubclass(t, msgspec.Struct)]
+    for struct in structs:
+        config = struct.__struct_config__
+        tag = config.tag_field
+        if tag is not None and (not isinstance(value, dict) or value.get(tag) != config.tag):
+            continue
+        if not config.forbid_unknown_fields:
+            return None
+        names = [f.encode_name for f in msgspec.structs.fields(struct)]
+        return names + ([tag] if tag is not None else [])
+    return None
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """`; did you mean `X`?` for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def _split_sensor(table: object) -> object:
@@ -443,6 +511,14 @@ def _literal_choices(path: str) -> tuple[object, ...]:
             return ()
         typ = typing.get_type_hints(typ).get(part)
     return typing.get_args(typ) if typing.get_origin(typ) is Literal else ()
+
+
+def driver_dirs(config: Config) -> list[Path]:
+    """Where "module:Class" drivers are looked for: `driver_paths`, then the config's directory."""
+    if config.source.startswith("<"):
+        return [Path(p) for p in config.driver_paths]  # the embedded default: relative to cwd
+    base = Path(config.source).parent
+    return [base / p for p in config.driver_paths] + [base]
 
 
 def log_options(config: Config) -> dict[str, Any]:

@@ -24,7 +24,8 @@ HEADER = """\
 Generated from `pilog/config.py` by `tools/gen_config_reference.py`; do not edit by hand.
 
 pilog reads `-c FILE`, else `$PILOG_CONFIG`, else `./pilog.toml`, else `/etc/pilog/pilog.toml`,
-else its embedded default (virtual sensors, data in `./pilog-data`). Unknown keys are errors.
+else its embedded default (virtual sensors, data in `./pilog-data`). Unknown keys are errors,
+with the closest known key suggested; every problem of a file is reported at once.
 Sizes are bytes or strings such as `"16MiB"`, `"512KiB"`, `"1GB"`; durations are seconds or
 strings such as `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`.
 

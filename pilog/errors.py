@@ -2,6 +2,7 @@
 
     PilogError
     ├── ConfigError            a config file or override is invalid (names file and key path)
+    │   └── ConfigProblemsError every problem of one config at once, one line each
     ├── DataDirError           the data dir cannot be used (not writable, missing)
     │   ├── LockedError        another pilog process owns the data dir
     │   └── NoDataDirError     a reading command found no data dir that pilog run wrote
@@ -24,6 +25,15 @@ class PilogError(Exception):
 
 class ConfigError(PilogError):
     """A config file, key or override is invalid."""
+
+
+class ConfigProblemsError(ConfigError):
+    """Every problem found in one config, each naming file and key path, reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        head = [] if len(problems) == 1 else [f"{len(problems)} problems in the config:"]
+        super().__init__("\n".join(head + problems))
+        self.problems = problems
 
 
 class DataDirError(PilogError):

@@ -9,6 +9,7 @@ runs on the log's committer thread. Appending never blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -18,11 +19,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilog.clock import Clock
-from pilog.config import Config, SensorConfig
+from pilog.config import Config, SensorConfig, driver_dirs, unknown_keys
 from pilog.datadir import EventLog
 from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, find_driver
 from pilog.drivers.base import READ_WAIT_S, Payload, parse_options
-from pilog.errors import LogError, LogFullError, LogIOError, RecordTooLargeError
+from pilog.errors import (
+    ConfigError,
+    ConfigProblemsError,
+    LogError,
+    LogFullError,
+    LogIOError,
+    RecordTooLargeError,
+)
 from pilog.events import ClockStep, DriverFailed, DriverStarted, DriverStopped, Gap, Reading
 
 log = logging.getLogger("pilog.runtime")
@@ -359,9 +367,27 @@ class Runtime:
 
 
 def load_drivers(config: Config) -> list[tuple[SensorConfig, type[PollingDriver], Any]]:
-    """Each sensor with its driver class and parsed options; ConfigError names a bad one."""
-    drivers = [(s, find_driver(s.driver)) for s in config.sensor]
-    return [(s, cls, parse_options(cls, s, config.source)) for s, cls in drivers]
+    """Each sensor with its driver class and parsed options; ConfigError names every bad one."""
+    loaded, problems = [], []
+    search = driver_dirs(config)
+    for i, sensor in enumerate(config.sensor):
+        where = f"{config.source}: sensor[{i}] (name {json.dumps(sensor.name)})"
+        try:
+            cls = find_driver(sensor.driver, search)
+        except ConfigError as e:
+            problems.append(f"{where}: {e}")
+            continue
+        unknown = unknown_keys(sensor.options, cls.Options)
+        if unknown:
+            problems += [f"{where}: unknown key `{k}`{hint}" for k, hint in unknown.items()]
+            continue
+        try:
+            loaded.append((sensor, cls, parse_options(cls, sensor, config.source)))
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigProblemsError(problems)
+    return loaded
 
 
 def _dropped_gap(health: DriverHealth) -> Gap:

@@ -16,7 +16,7 @@ from pilog.config import (
     parse_duration,
     parse_size,
 )
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, ConfigProblemsError
 from pilog.log.writer import LogOptions
 
 
@@ -94,7 +94,7 @@ def test_full_example_parses_with_units() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[log]\nfsynk = 1", "pilog.toml: log: Object contains unknown field `fsynk`"),
+        ("[log]\nfsynk = 1", "pilog.toml: log: unknown key `fsynk`; did you mean `fsync`?"),
         (
             '[log]\nfsync = "sometimes"',
             "log.fsync: Invalid enum value 'sometimes'; "
@@ -103,7 +103,7 @@ def test_full_example_parses_with_units() -> None:
         ('[log]\nsegment_bytes = "lots"', "pilog.toml: log.segment_bytes: expected a size"),
         ('[log]\nretain = "7 weeks"', "pilog.toml: log.retain: expected a duration"),
         ('[log]\nmax_bytes = "1MiB"', "max_bytes must hold at least two segments"),
-        ("colour = 1", "unknown field `colour`"),
+        ("colour = 1", "pilog.toml: unknown key `colour`"),
         ('[[sensor]]\ndriver = "synthetic"', "sensor[0]: Object missing required field `name`"),
         ('[[sensor]]\nname = "a"\ndriver = "x"\ninterval_ms = "x"', "sensor[0].interval_ms"),
         (
@@ -169,3 +169,56 @@ def test_config_search_prefers_explicit_then_env_then_cwd(
 def test_an_override_of_an_unknown_section_is_an_error_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"PILOG_LGO__FSYNC: no section \[lgo\]"):
         load_config(None, {"PILOG_LGO__FSYNC": "always"})
+
+
+def test_every_problem_of_a_config_is_reported_at_once_with_suggestions() -> None:
+    with pytest.raises(ConfigProblemsError) as err:
+        parse(
+            """
+            devise_id = "x"
+            [log]
+            fsyncc = "always"
+            on_full = "sometimes"
+            segment_byte = "1MiB"
+            [[sensor]]
+            name = "lab"
+            driver = "synthetic"
+            interval_ms = "fast"
+            [[sink]]
+            type = "http-json"
+            name = "keep"
+            url = "http://127.0.0.1:1/"
+            bach_max = 5
+            [[sink]]
+            type = "carrier-pigeon"
+            name = "coo"
+            [[projection]]
+            type = "rollup"
+            window = ["1m"]
+            """
+        )
+    assert err.value.problems == [
+        "pilog.toml: unknown key `devise_id`; did you mean `device_id`?",
+        "pilog.toml: log: unknown key `fsyncc`; did you mean `fsync`?",
+        "pilog.toml: log: unknown key `segment_byte`; did you mean `segment_bytes`?",
+        "pilog.toml: log.on_full: Invalid enum value 'sometimes'; "
+        "expected one of 'drop_oldest', 'block'",
+        "pilog.toml: sensor[0].interval_ms: Expected `int`, got `str`",
+        "pilog.toml: sink[0]: unknown key `bach_max`; did you mean `batch_max`?",
+        "pilog.toml: sink[1].type: Invalid value 'carrier-pigeon'; "
+        "expected one of 'http-json', 'influx-line', 'mqtt'",
+        "pilog.toml: projection[0]: unknown key `window`; did you mean `windows`?",
+    ]
+    assert str(err.value).splitlines()[0] == "8 problems in the config:"
+
+
+def test_a_lone_problem_is_one_line() -> None:
+    with pytest.raises(ConfigProblemsError) as err:
+        parse("[metrics]\nlisten = 9108")
+    assert str(err.value) == "pilog.toml: metrics.listen: Expected `str | null`, got `int`"
+
+
+def test_an_unknown_key_far_from_every_known_one_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse("[log]\nzzz = 1")
+    assert str(err.value) == "pilog.toml: log: unknown key `zzz`"

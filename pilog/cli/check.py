@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pilog.clock import SystemClock
-from pilog.config import Config, SensorConfig, SinkConfig
+from pilog.config import Config, SensorConfig, SinkConfig, driver_dirs
 from pilog.drivers import DriverContext, StreamingDriver, find_driver
 from pilog.drivers.base import parse_options
 from pilog.durability import durability
@@ -65,7 +65,7 @@ def _check_durability(config: Config) -> Outcome:
 
 def _check_sensor(config: Config, sensor: SensorConfig, timeout_s: float) -> Outcome:
     try:
-        cls = find_driver(sensor.driver)
+        cls = find_driver(sensor.driver, driver_dirs(config))
         opts = parse_options(cls, sensor, config.source)
     except PilogError as e:
         return Outcome(sensor.name, sensor.driver, False, str(e))

@@ -7,9 +7,12 @@ A sensor's `driver` key names a built-in driver (a folder here: `synthetic`), a 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from pilog.config import did_you_mean
 from pilog.drivers.base import (
     DriverContext,
     NoOptions,
@@ -38,27 +41,53 @@ BUILTIN: dict[str, str] = {
 }
 
 
-def find_driver(ref: str) -> type[PollingDriver]:
-    """The driver class named by a built-in name, "module:Class", or an entry point."""
+def find_driver(ref: str, search: Sequence[Path] = ()) -> type[PollingDriver]:
+    """The driver class named by a built-in name, "module:Class", or an entry point.
+
+    `search`: directories where a "module:Class" driver's module may live (the config file's
+    directory and its `driver_paths`); they join sys.path after the installed packages.
+    """
     target = BUILTIN.get(ref)
     if target is None and ":" in ref:
         target = ref
     if target is None:
-        for ep in entry_points(group="pilog.drivers"):
-            if ep.name == ref:
-                return _checked(ref, ep.load())
-        known = ", ".join(sorted(BUILTIN))
-        raise ConfigError(f"unknown driver '{ref}' (built-in: {known}; or 'package.module:Class')")
+        plugins = {ep.name: ep for ep in entry_points(group="pilog.drivers")}
+        if ref in plugins:
+            return _checked(ref, plugins[ref].load())
+        hint = did_you_mean(ref, [*BUILTIN, *plugins]).replace("`", "")
+        raise ConfigError(
+            f"unknown driver '{ref}'{hint}; `pilog drivers` lists them "
+            "(or name a class as 'package.module:Class')"
+        )
     module_name, _, cls_name = target.partition(":")
+    _add_to_path(search)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"driver '{ref}': cannot import {module_name}: {e}") from e
+        fix = ""
+        if isinstance(e, ModuleNotFoundError) and e.name == module_name.partition(".")[0]:
+            fix = (
+                f"; put {e.name.replace('.', '/')}.py next to the config file, list its "
+                "directory in driver_paths, or install its package"
+            )
+        raise ConfigError(f"driver '{ref}': cannot import {module_name}: {e}{fix}") from e
     try:
         cls = getattr(module, cls_name)
     except AttributeError:
         raise ConfigError(f"driver '{ref}': {module_name} has no {cls_name}") from None
     return _checked(ref, cls)
+
+
+def _add_to_path(search: Sequence[Path]) -> None:
+    # Appended, not prepended: a file beside the config must not shadow an installed module.
+    added = False
+    for directory in search:
+        entry = str(Path(directory).absolute())
+        if entry not in sys.path:
+            sys.path.append(entry)
+            added = True
+    if added:
+        importlib.invalidate_caches()
 
 
 def _checked(ref: str, cls: object) -> type[PollingDriver]:
