@@ -341,7 +341,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
     if path is None:
         source, text = "<embedded default>", EMBEDDED_DEFAULT
     else:
-        source = str(path.absolute())  # errors name the file wherever the command ran
+        source = os.path.normpath(path.absolute())  # errors name the file wherever it ran
         try:
             text = path.read_text()
         except OSError as e:

@@ -7,6 +7,7 @@ A sensor's `driver` key names a built-in driver (a folder here: `synthetic`), a 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -56,7 +57,7 @@ def find_driver(ref: str, search: Sequence[Path] = ()) -> type[PollingDriver]:
             return _checked(ref, plugins[ref].load())
         hint = did_you_mean(ref, [*BUILTIN, *plugins]).replace("`", "")
         raise ConfigError(
-            f"unknown driver '{ref}'{hint}; `pilog drivers` lists them "
+            f"unknown driver '{ref}'{hint + ' ' if hint else '; '}`pilog drivers` lists them "
             "(or name a class as 'package.module:Class')"
         )
     module_name, _, cls_name = target.partition(":")
@@ -82,7 +83,7 @@ def _add_to_path(search: Sequence[Path]) -> None:
     # Appended, not prepended: a file beside the config must not shadow an installed module.
     added = False
     for directory in search:
-        entry = str(Path(directory).absolute())
+        entry = os.path.normpath(Path(directory).absolute())
         if entry not in sys.path:
             sys.path.append(entry)
             added = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pilog.drivers
 from pilog.config import parse_config
 from pilog.drivers import BUILTIN, PollingDriver, find_driver
 from pilog.drivers.base import parse_options
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, ConfigProblemsError
+from pilog.runtime import load_drivers
 
 DRIVERS_DIR = Path(pilog.drivers.__file__).parent
 FOLDERS = sorted(p.parent.name for p in DRIVERS_DIR.glob("*/driver.py"))
@@ -57,3 +59,101 @@ def test_unknown_driver_option_is_an_error_naming_the_sensor() -> None:
     )
     with pytest.raises(ConfigError, match=r"x.toml: sensor 'demo' \(driver synthetic\).*period"):
         parse_options(find_driver("synthetic"), config.sensor[0], "x.toml")
+
+
+def test_a_misspelt_driver_name_gets_the_closest_built_in() -> None:
+    with pytest.raises(ConfigError) as err:
+        find_driver("bme208")
+    assert str(err.value) == (
+        "unknown driver 'bme208'; did you mean bme280? `pilog drivers` lists them "
+        "(or name a class as 'package.module:Class')"
+    )
+
+
+def test_every_bad_sensor_is_reported_at_once_naming_file_and_sensor() -> None:
+    config = parse_config(
+        tomllib.loads(
+            """
+            [[sensor]]
+            name = "lab"
+            driver = "bme208"
+            [[sensor]]
+            name = "demo"
+            driver = "synthetic"
+            perod_s = 3
+            [[sensor]]
+            name = "fine"
+            driver = "synthetic"
+            [[sensor]]
+            name = "shed"
+            driver = "no_such_module:Driver"
+            """
+        ),
+        "/etc/pilog/pilog.toml",
+        {},
+    )
+    with pytest.raises(ConfigProblemsError) as err:
+        load_drivers(config)
+    lab, demo, shed = err.value.problems
+    assert lab == (
+        "/etc/pilog/pilog.toml: sensor[0] (name \"lab\"): unknown driver 'bme208'; "
+        "did you mean bme280? `pilog drivers` lists them (or name a class as "
+        "'package.module:Class')"
+    )
+    assert demo == (
+        '/etc/pilog/pilog.toml: sensor[1] (name "demo"): unknown key `perod_s`; '
+        "did you mean `period_s`?"
+    )
+    assert shed.startswith('/etc/pilog/pilog.toml: sensor[3] (name "shed"): driver ')
+    assert shed.endswith(
+        "put no_such_module.py next to the config file, list its directory in "
+        "driver_paths, or install its package"
+    )
+
+
+@pytest.fixture
+def own_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directories a test makes importable leave sys.path when it ends."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+@pytest.mark.usefixtures("own_sys_path")
+def test_a_module_class_driver_is_found_beside_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "beside_config_driver.py").write_text(
+        "from pilog.drivers.synthetic.driver import DRIVER as Beside\n"
+    )
+    config = parse_config(
+        tomllib.loads('[[sensor]]\nname = "b"\ndriver = "beside_config_driver:Beside"'),
+        str(tmp_path / "pilog.toml"),
+        {},
+    )
+    ((_, cls, _),) = load_drivers(config)
+    assert cls.name == "synthetic"
+
+
+@pytest.mark.usefixtures("own_sys_path")
+def test_driver_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "drivers").mkdir()
+    (tmp_path / "drivers" / "in_driver_paths.py").write_text(
+        "from pilog.drivers.synthetic.driver import DRIVER as Listed\n"
+    )
+    config = parse_config(
+        tomllib.loads(
+            'driver_paths = ["drivers"]\n[[sensor]]\nname = "l"\ndriver = "in_driver_paths:Listed"'
+        ),
+        str(tmp_path / "etc" / "pilog.toml"),
+        {},
+    )
+    with pytest.raises(ConfigError, match="cannot import in_driver_paths"):
+        load_drivers(config)  # "drivers" is not beside etc/pilog.toml
+    config = parse_config(
+        tomllib.loads(
+            'driver_paths = ["../drivers"]\n[[sensor]]\nname = "l"\n'
+            'driver = "in_driver_paths:Listed"'
+        ),
+        str(tmp_path / "etc" / "pilog.toml"),
+        {},
+    )
+    ((_, cls, _),) = load_drivers(config)
+    assert cls.name == "synthetic"
