@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Running, pilog
 
 from pilog.drivers import PollingDriver, find_driver
 from pilog.testing.drivers import open_driver, run_driver
@@ -20,6 +22,43 @@ FENCE = re.compile(r'^```python title="(?P<name>[\w.]+)"\n(?P<code>.*?)^```$', r
 
 def _blocks() -> dict[str, str]:
     return {m["name"]: m["code"] for m in FENCE.finditer(DOC.read_text())}
+
+
+def _sensor_table() -> str:
+    """The page's `[[sensor]]` table that uses the example driver."""
+    m = re.search(r"Use it from `pilog.toml`:\n\n```toml\n(.*?)^```$", DOC.read_text(), re.M | re.S)
+    assert m, "docs/drivers.md lost its pilog.toml example"
+    return m[1]
+
+
+# Stands in for the spidev package on a box without SPI: an MCP3008 whose CH0 sits at 750 mV,
+# which the TMP36 datasheet gives for 25 °C.
+FAKE_SPIDEV = """\
+from pilog.testing.spidev import FakeSpiDev, Mcp3008Sim
+
+
+def SpiDev():
+    adc = Mcp3008Sim(vref=3.3)
+    adc.set_voltage(0, 0.750)
+    return FakeSpiDev({(0, 0): adc})
+"""
+
+
+@pytest.fixture
+def saved_as_the_page_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp36_driver.py saved next to a pilog.toml holding the page's table; the config's path."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "tmp36_driver.py").write_text(_blocks()["tmp36_driver.py"])
+    config = etc / "pilog.toml"
+    config.write_text(f"data_dir = {json.dumps(str(tmp_path / 'data'))}\n\n{_sensor_table()}")
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    (fakes / "spidev.py").write_text(FAKE_SPIDEV)
+    monkeypatch.setenv("PYTHONPATH", str(fakes))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not the config's directory
+    return config
 
 
 @pytest.fixture
@@ -76,3 +115,30 @@ def test_the_example_rejects_an_empty_chip_select_by_its_null_bit(
     with open_driver("tmp36_driver:Tmp36Driver", {}, spidev=spi) as driver:
         assert driver.poll() == []
         assert list(driver.rejected) == ["null bit set: no ADC answering"]
+
+
+def test_check_finds_the_driver_saved_next_to_the_config(saved_as_the_page_says: Path) -> None:
+    result = pilog("check", "-c", saved_as_the_page_says)  # as the page says, from elsewhere
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "shed" in result.stdout
+    outcomes = json.loads(pilog("check", "--json", "-c", saved_as_the_page_says).stdout)
+    (shed,) = [o for o in outcomes if o["what"] == "shed"]
+    assert shed == {
+        "what": "shed",
+        "driver": "tmp36_driver:Tmp36Driver",
+        "ok": True,
+        "detail": "read 1 reading(s): adc_code, temperature_c",
+    }
+
+
+def test_run_logs_readings_from_the_driver_saved_next_to_the_config(
+    saved_as_the_page_says: Path,
+) -> None:
+    config = saved_as_the_page_says
+    with Running("run", "-c", config) as run:
+        with Running("tail", "-f", "--json", "--sensor", "shed", "-c", config) as tail:
+            line = tail.stdout.wait_for(lambda line: "temperature_c" in line, "a shed reading")
+        run.stop()
+    event = json.loads(line)
+    values = event.get("values") or event.get("payload")
+    assert values == {"temperature_c": pytest.approx(25, abs=0.5), "adc_code": 232}
