@@ -107,6 +107,25 @@ def test_without_fields_every_top_level_scalar_is_a_value(server: _Server) -> No
     assert run_driver("http_poll", {"url": server.url("/"), "fields": ["t"]}, polls=1) == [{"t": 2}]
 
 
+def test_tasmota_status_with_a_dotted_key_and_a_bare_nan(server: _Server) -> None:
+    # Tasmota's /cm?cmnd=Status%208: its SENSOR JSON under StatusSNS, as old firmware prints it.
+    server.site.routes["/cm"] = Route(
+        200,
+        b'{"StatusSNS":{"Time":"2026-11-22T08:00:00","SDS0X1":{"PM2.5":4.1,"PM10":nan},'
+        b'"SI7021":{"Temperature":20.5,"Humidity":nan}}}',
+    )
+    config = {
+        "url": server.url("/cm"),
+        "fields": {"pm2_5_ugm3": 'StatusSNS.SDS0X1."PM2.5"', "pm10_ugm3": "StatusSNS.SDS0X1.PM10"},
+        "optional_fields": {"temperature_c": "StatusSNS.SI7021.Temperature"},
+    }
+    with open_driver("http_poll", config) as driver:
+        assert driver.poll() == [{"pm2_5_ugm3": 4.1, "temperature_c": 20.5}]
+    assert driver.rejected == {
+        "'StatusSNS.SDS0X1.PM10' is not a finite number: that value is left out": 1
+    }
+
+
 def test_non_2xx_raises_so_the_runtime_backs_off(server: _Server) -> None:
     server.site.routes["/down"] = Route(503, b'{"t": 1}')
     with open_driver("http_poll", {"url": server.url("/down")}) as driver:

@@ -140,13 +140,13 @@ def test_bad_payloads_are_rejected_and_reading_goes_on(broker: Broker) -> None:
         b"garbage \xff\xfe",
         b"nan",  # ESPHome's failed read
         b"-inf",
-        b"ON",
         b"",
         b"NaN",
         b"1e999",
-        b'"online"',
         b"[21.5]",
-        b"true",
+        b"null",
+        b'{"t": 21.5',  # cut short: not a text state
+        b"\x01\x02",
         b"{}",
         b'{"t": 99999999999999999999}',
         b'{"pad": "' + b"x" * 200 + b'"}',
@@ -155,11 +155,13 @@ def test_bad_payloads_are_rejected_and_reading_goes_on(broker: Broker) -> None:
         publish(broker.port, [("t/x", p) for p in [*bad, b"7"]])
         assert read_until(driver, 1) == [{"value": 7}]
         assert driver.rejected == {
-            "payload is neither a number nor JSON": 3,  # garbage, ON, empty
+            "payload is neither JSON nor UTF-8 text": 1,
+            "payload is empty": 1,
             "payload is not a finite number": 4,  # nan, -inf, NaN, 1e999
-            "not a JSON object but str": 1,
-            "not a JSON object but an array": 1,
-            "not a JSON object but bool": 1,
+            "payload is an array, not a value or a JSON object": 1,
+            "payload is null, not a value or a JSON object": 1,
+            "payload is not valid JSON": 1,
+            "payload holds control characters, not text": 1,
             "no number, boolean or string at the top level": 1,
             "'t' is out of the 64-bit integer range": 1,
             "payload longer than 100 bytes": 1,
@@ -355,6 +357,14 @@ def test_mqtts_verifies_the_broker_with_the_ca_bundle(tmp_path: Path) -> None:
         ({"url": "mqtt://h", "topics": ["a"], "prefix": "{0"}, "prefix"),
         ({"url": "mqtt://h", "topics": ["a"], "ca_bundle": "/ca.pem"}, "needs an mqtts"),
         ({"url": "mqtt://h", "topics": ["a"], "password_file": "/p"}, "needs a username"),
+        ({"url": "mqtt://h", "topics": ["a"], "fields": {"PM2.5": "PM2.5"}}, "write 'pm2_5'"),
+        (
+            {"url": "mqtt://h", "topics": ["a"], "fields": ["SDS0X1.PM2.5", "SDS0X1.PM2_5"]},
+            "another path",
+        ),
+        ({"url": "mqtt://h", "topics": ["a"], "optional_fields": ["a..b"]}, "quote a key"),
+        ({"url": "mqtt://h", "topics": ["a"], "fields": ['"PM2.5']}, "not closed"),
+        ({"url": "mqtt://h", "topics": ["a"], "fields": ["a"], "optional_fields": ["a"]}, "both"),
     ],
 )
 def test_bad_options_are_config_errors(options: dict[str, Any], message: str) -> None:
@@ -368,3 +378,139 @@ def test_without_paho_opening_says_how_to_install(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ConfigError, match=r'pip install "pilog\[mqtt\]"'):  # noqa: SIM117
         with open_driver("mqtt", {"url": "mqtt://127.0.0.1", "topics": ["a"]}):
             pass
+
+
+# Tasmota SENSOR messages as devices send them (PMS5003: arendst/Tasmota#16971; SI7021 with a
+# failed probe, which old firmware prints as a bare nan: ioBroker/ioBroker.sonoff#65).
+PMS5003 = (
+    b'{"Time":"2026-11-22T08:00:00","PMS5003":{"CF1":5,"CF2.5":8,"CF10":8,"PM1":5,"PM2.5":8,'
+    b'"PM10":8,"PB0.3":996,"PB0.5":264,"PB1":59,"PB2.5":2,"PB5":0,"PB10":0}}'
+)
+SDS011 = b'{"Time":"2026-11-22T08:00:00","SDS0X1":{"PM2.5":3.2,"PM10":7.9}}'
+SI7021_NAN = (
+    b'{"Time":"2018-10-31T11:57:31","SI7021-00":{"Temperature":17.1,"Humidity":70.0},'
+    b'"SI7021-02":{"Temperature":nan,"Humidity":nan},'
+    b'"SI7021-04":{"Temperature":10.0,"Humidity":59.7},"TempUnit":"C"}'
+)
+DS18B20 = b'{"Time":"2026-11-22T08:00:00","DS18B20":{"Id":"01144A0CB2AA","Temperature":4.5}}'
+
+
+def test_keys_holding_a_dot_are_named_by_quoted_paths(broker: Broker) -> None:
+    config = {
+        "url": broker.url,
+        "topics": ["tele/+/SENSOR"],
+        "fields": ['PMS5003."PM2.5"', 'PMS5003."CF2.5"', 'PMS5003."PB0.3"', "PMS5003.PM10"],
+    }
+    mapping = {**config, "fields": {"pm2_5_ugm3": 'SDS0X1."PM2.5"'}}
+    with open_driver("mqtt", config) as paths, open_driver("mqtt", mapping) as table:
+        publish(broker.port, [("tele/air/SENSOR", PMS5003), ("tele/sds/SENSOR", SDS011)])
+        assert read_until(paths, 1) == [
+            {"pms5003_pm2_5": 8, "pms5003_cf2_5": 8, "pms5003_pb0_3": 996, "pms5003_pm10": 8}
+        ]
+        assert read_until(table, 1) == [{"pm2_5_ugm3": 3.2}]
+
+
+def test_a_bare_nan_drops_that_value_and_keeps_the_other_sensors(broker: Broker) -> None:
+    temperatures = ["SI7021-00.Temperature", "SI7021-02.Temperature", "SI7021-04.Temperature"]
+    config = {"url": broker.url, "topics": ["tele/+/SENSOR"], "fields": temperatures}
+    dht11_unplugged = b'{"Time":"2018-10-23T23:47:58","DHT11":{"Temperature":nan},"TempUnit":"C"}'
+    only_dht = {**config, "fields": {"temperature_c": "DHT11.Temperature"}}
+    with open_driver("mqtt", config) as driver, open_driver("mqtt", only_dht) as dht:
+        publish(
+            broker.port, [("tele/cellar/SENSOR", SI7021_NAN), ("tele/d/SENSOR", dht11_unplugged)]
+        )
+        assert read_until(driver, 1) == [
+            {"si7021_00_temperature": 17.1, "si7021_04_temperature": 10.0}
+        ]
+        assert read_until_rejected(dht, 3) == []
+    assert driver.rejected == {
+        "'SI7021-02.Temperature' is not a finite number: that value is left out": 1,
+        "no 'SI7021-00.Temperature' in the document": 1,  # the DHT11 device
+    }
+    assert dht.rejected == {
+        "no 'DHT11.Temperature' in the document": 1,  # the SI7021 device
+        "'DHT11.Temperature' is not a finite number: that value is left out": 1,
+        "no finite value among the fields": 1,
+    }
+
+
+def test_text_and_boolean_states_are_recorded(broker: Broker) -> None:
+    esphome = {"url": broker.url, "topics": ["esphome/+/+/+/state"], "field": "{1}_{3}"}
+    # zigbee2mqtt with `output: attribute` publishes each attribute on its own topic.
+    z2m = {"url": broker.url, "topics": ["zigbee2mqtt/+/+"], "field": "{1}_{2}"}
+    with open_driver("mqtt", esphome) as esp, open_driver("mqtt", z2m) as zig:
+        publish(
+            broker.port,
+            [
+                ("esphome/shed/binary_sensor/door/state", b"ON"),
+                ("esphome/shed/switch/pump/state", b"OFF"),
+                ("esphome/shed/text_sensor/wifi_ssid/state", b"Gartenhaus 2.4"),
+                ("esphome/shed/sensor/temperature/state", b"21.5"),
+                ("zigbee2mqtt/hall/contact", b"true"),
+                ("zigbee2mqtt/hall/state", b'"ON"'),
+                ("zigbee2mqtt/hall/occupancy", b"false"),
+            ],
+        )
+        assert read_until(esp, 4) == [
+            {"shed_door": "ON"},
+            {"shed_pump": "OFF"},
+            {"shed_wifi_ssid": "Gartenhaus 2.4"},
+            {"shed_temperature": 21.5},
+        ]
+        assert read_until(zig, 3) == [
+            {"hall_contact": True},
+            {"hall_state": "ON"},
+            {"hall_occupancy": False},
+        ]
+    assert sum(esp.rejected.values()) == sum(zig.rejected.values()) == 0
+
+
+def test_field_names_from_topic_levels_and_keys_are_sanitized(broker: Broker) -> None:
+    z2m = b'{"Temperature":21.3,"humidity":40,"link quality":120,"voltage":null}'
+    config = {"url": broker.url, "topics": ["zigbee2mqtt/+"], "prefix": "{1}_"}
+    esphome = {"url": broker.url, "topics": ["esphome/+/sensor/+/state"], "field": "{1}-{3}"}
+    with open_driver("mqtt", config) as driver, open_driver("mqtt", esphome) as esp:
+        publish(
+            broker.port,
+            [
+                ("zigbee2mqtt/Küche Sensor", z2m),
+                ("zigbee2mqtt/1. Stock/Bad", z2m),  # not matched: the filter has one level
+                ("esphome/Gewächshaus/sensor/Temp °C/state", b"19.5"),
+            ],
+        )
+        assert read_until(driver, 1) == [
+            {
+                "kuche_sensor_temperature": 21.3,
+                "kuche_sensor_humidity": 40,
+                "kuche_sensor_link_quality": 120,
+            }
+        ]
+        assert read_until(esp, 1) == [{"gewachshaus_temp_c": 19.5}]
+
+
+def test_optional_fields_take_what_each_tasmota_device_has(broker: Broker) -> None:
+    sample = tomllib.loads((Path(mqtt_driver.__file__).parent / "sample.toml").read_text())
+    tasmota = next(s for s in sample["sensor"] if s["name"] == "tasmota")
+    options = {k: v for k, v in tasmota.items() if k not in ("name", "driver")}
+    config = {**options, "url": broker.url, "username": None, "password_file": None}
+    with open_driver("mqtt", config) as driver:
+        publish(
+            broker.port,
+            [
+                ("tele/kitchen/SENSOR", TASMOTA),
+                ("tele/balcony/SENSOR", SDS011),
+                ("tele/attic/SENSOR", PMS5003),
+                ("tele/cellar/SENSOR", DS18B20),  # none of the fields
+            ],
+        )
+        assert read_until(driver, 3) == [
+            {
+                "kitchen_temperature_c": 21.5,
+                "kitchen_humidity_pct": 40.1,
+                "kitchen_pressure_hpa": 1013.2,
+            },
+            {"balcony_pm2_5_ugm3": 3.2, "balcony_pm10_ugm3": 7.9},
+            {"attic_pm1_ugm3": 5, "attic_pms_pm2_5_ugm3": 8, "attic_pms_pm10_ugm3": 8},
+        ]
+        assert read_until_rejected(driver, 1) == []
+    assert driver.rejected == {"none of the fields is in the document": 1}

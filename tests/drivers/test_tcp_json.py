@@ -149,13 +149,59 @@ def test_malformed_lines_are_rejected_and_reading_goes_on(server: _Server) -> No
             b'{"t": 7}\n'
         )
         assert read_until(driver, 1) == [{"t": 7}]
-        # msgspec refuses 1e999 and NaN as JSON, as the JSON grammar does.
-        assert driver.rejected["line is not valid JSON"] == 4
+        # 1e999 is refused as the JSON grammar does; a bare NaN is read (old Tasmota prints
+        # one for a failed sensor), but it is not an object.
+        assert driver.rejected["line is not valid JSON"] == 3
+        assert driver.rejected["not a JSON object but float"] == 1
         assert driver.rejected["not a JSON object but an array"] == 1
         assert driver.rejected["no 't' in the document"] == 1
         assert driver.rejected["'t' is an object, not a number, boolean or string"] == 1
         assert driver.rejected["'t' is out of the 64-bit integer range"] == 1
         assert sum(driver.rejected.values()) == 8
+
+
+def test_bare_nan_drops_that_value_and_keys_become_field_names(server: _Server) -> None:
+    # Old Tasmota firmware prints a failed sensor read as a bare nan (arendst/Tasmota#4147).
+    lines = (
+        b'{"Time":"2018-10-23T23:47:58","DHT11":{"Temperature":nan,"Humidity":nan},'
+        b'"BH1750":{"Illuminance":212},"TempUnit":"C"}\n'
+        b'{"Temp \xc2\xb0C": 21.5, "PM2.5": 3, "W\xc3\xa4rme": -inf, "Note": "nan inf"}\n'
+    )
+    fields = ["DHT11.Temperature", "DHT11.Humidity", "BH1750.Illuminance"]
+    with (
+        open_driver("tcp_json", options(server, fields=fields)) as paths,
+        open_driver("tcp_json", options(server)) as every,
+    ):
+        for _ in range(2):
+            accepted(server).send(lines)
+        assert read_until(paths, 1) == [{"bh1750_illuminance": 212}]
+        assert read_until(every, 2) == [
+            {"time": "2018-10-23T23:47:58", "tempunit": "C"},
+            {"temp_c": 21.5, "pm2_5": 3, "note": "nan inf"},
+        ]
+    assert paths.rejected == {
+        "'DHT11.Temperature' is not a finite number: that value is left out": 1,
+        "'DHT11.Humidity' is not a finite number: that value is left out": 1,
+        "no 'DHT11.Temperature' in the document": 1,  # the second line is another device
+    }
+    assert every.rejected == {"'Wärme' is not a finite number: that value is left out": 1}
+
+
+def test_optional_fields_are_taken_when_present(server: _Server) -> None:
+    config = options(
+        server, fields={"t_c": "t"}, optional_fields=['soil."moisture.pct"', "battery_v"]
+    )
+    with open_driver("tcp_json", config) as driver:
+        accepted(server).send(
+            b'{"t": 1, "soil": {"moisture.pct": 31}, "battery_v": null}\n'
+            b'{"t": 2, "battery_v": 3.7}\n{"battery_v": 3.6}\n{"t": 3}\n'
+        )
+        assert read_until(driver, 3) == [
+            {"t_c": 1, "soil_moisture_pct": 31},
+            {"t_c": 2, "battery_v": 3.7},
+            {"t_c": 3},
+        ]
+    assert driver.rejected == {"no 't' in the document": 1}
 
 
 def test_overlong_line_is_rejected(server: _Server) -> None:

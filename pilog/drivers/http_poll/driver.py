@@ -8,7 +8,7 @@ import httpx
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
-from pilog.drivers.fields import FieldError, FieldSpec, extract, field_map
+from pilog.drivers.fields import FieldError, FieldSelector, FieldSpec, decode_json
 from pilog.errors import PilogError
 
 DEFAULT_TIMEOUT_MS = 4000  # below the runtime's shortest default (5 s): httpx times out first
@@ -19,6 +19,10 @@ class HttpPollOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: str
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     fields: FieldSpec = None  # None: every top-level number, boolean and string
+    optional_fields: FieldSpec = None  # taken when present in a document
+
+    def __post_init__(self) -> None:
+        FieldSelector(self.fields, self.optional_fields)  # a bad path or name is a config error
 
 
 class HttpPollDriver(PollingDriver):
@@ -37,7 +41,7 @@ class HttpPollDriver(PollingDriver):
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
         self._opts: HttpPollOptions = ctx.options
-        self._fields = field_map(self._opts.fields)
+        self._fields = FieldSelector(self._opts.fields, self._opts.optional_fields)
         self._client: httpx.Client | None = None
         timeout_ms = ctx.sensor.timeout_ms
         self._timeout_s = (
@@ -59,12 +63,12 @@ class HttpPollDriver(PollingDriver):
         if not response.is_success:
             raise HttpStatusError(f"GET {self._opts.url}: HTTP {response.status_code}")
         try:
-            doc = msgspec.json.decode(response.content)
+            doc = decode_json(response.content)
         except msgspec.DecodeError:
             self.reject("body is not JSON")
             return []
         try:
-            return [extract(doc, self._fields)]
+            return [self._fields.extract(doc, self.reject)]
         except FieldError as e:
             self.reject(str(e))
             return []

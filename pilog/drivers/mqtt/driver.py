@@ -2,8 +2,9 @@
 
 One subscription to `topics` (`+` and `#` wildcards) over MQTT 3.1.1 with a clean session;
 each message is one reading. A payload is a JSON object, mapped to fields as in `tcp_json`
-(`fields.py`), or a bare number (an ESPHome `.../state` topic), which becomes one field named
-by `field`. Field names may take topic levels: `{1}` in `prefix` or `field` is the second level.
+(`fields.py`), or one value (an ESPHome `.../state` topic: a number, `true`, a JSON string or
+plain text such as `ON`), which becomes one field named by `field`. Field names may take topic
+levels (`{1}` in `prefix` or `field` is the second level) and follow `field_names.field_name`.
 
 Connection: `open` connects, waits for CONNACK and SUBACK, and raises when it cannot; `read`
 raises when the connection is lost (broker restart, keepalive timeout). The runtime then closes
@@ -31,7 +32,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from pilog.drivers.base import READ_WAIT_S, DriverContext, Payload, StreamingDriver
-from pilog.drivers.fields import FieldError, FieldSpec, extract, field_map, scalar
+from pilog.drivers.field_names import field_name
+from pilog.drivers.fields import FieldError, FieldSelector, FieldSpec, decode_json, scalar
 from pilog.errors import ConfigError, PilogError
 
 try:
@@ -60,7 +62,8 @@ class MqttOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     client_id: str | None = None  # default: pilog-<sensor>-<random>
     payload: Literal["auto", "json", "number"] = "auto"
     fields: FieldSpec = None  # of a JSON object; None: every top-level number, bool, string
-    field: str = "value"  # the name of a bare number; may use topic levels: "{3}"
+    optional_fields: FieldSpec = None  # of a JSON object, taken when present
+    field: str = "value"  # the name of a single value; may use topic levels: "{3}"
     prefix: str = ""  # put before every field name; may use topic levels: "{1}_"
     retained: bool = False  # record retained messages (the broker's last value, of any age)
     sensor_type: str = "mqtt"
@@ -81,6 +84,7 @@ class MqttOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("field must not be empty")
         for key, template in (("field", self.field), ("prefix", self.prefix)):
             check_template(key, template, self.topics)
+        FieldSelector(self.fields, self.optional_fields)  # a bad path or name is a config error
         if self.connect_timeout_ms <= 0 or self.max_payload_bytes <= 0:
             raise ValueError("connect_timeout_ms and max_payload_bytes must be positive")
 
@@ -93,7 +97,7 @@ class MqttDriver(StreamingDriver):
     """Subscribes to `topics` and turns each message into one reading; see the module doc."""
 
     name: ClassVar[str] = "mqtt"
-    description: ClassVar[str] = "MQTT messages (JSON objects or bare numbers) from topic filters"
+    description: ClassVar[str] = "MQTT messages (JSON objects, numbers, states) from topic filters"
     sensor_type: ClassVar[str] = "mqtt"
     Options = MqttOptions
 
@@ -102,7 +106,7 @@ class MqttDriver(StreamingDriver):
         self._opts: MqttOptions = ctx.options
         # The runtime reads sensor_type from the instance; the class value is the default.
         self.sensor_type = self._opts.sensor_type  # type: ignore[misc]
-        self._fields = field_map(self._opts.fields)
+        self._fields = FieldSelector(self._opts.fields, self._opts.optional_fields)
         self._host, self._port, self._tls = broker(self._opts.url)
         self._where = f"{self._host}:{self._port}"
         self._client: Any = None  # a paho Client while open
@@ -282,26 +286,34 @@ class MqttDriver(StreamingDriver):
         if len(data) > self._opts.max_payload_bytes:
             raise FieldError(f"payload longer than {self._opts.max_payload_bytes} bytes")
         try:
-            doc = msgspec.json.decode(data)
+            doc = decode_json(data)
         except msgspec.DecodeError:
             if mode != "json" and _non_finite(data):
                 raise FieldError("payload is not a finite number") from None
-            raise FieldError(
-                {"json": "payload is not JSON", "number": "payload is not a number"}.get(
-                    mode, "payload is neither a number nor JSON"
-                )
-            ) from None
+            if mode != "auto":
+                reason = "payload is not JSON" if mode == "json" else "payload is not a number"
+                raise FieldError(reason) from None
+            doc = _text(data)
         levels = topic.split("/")
         prefix = render(self._opts.prefix, levels)
-        if isinstance(doc, int | float) and not isinstance(doc, bool):
-            if mode == "json":
-                raise FieldError("payload is a number, not a JSON object")
-            name = prefix + render(self._opts.field, levels)
-            return {name: scalar(doc, name)}
-        if mode == "number":
+        if isinstance(doc, dict):
+            if mode == "number":
+                raise FieldError("payload is not a number")
+            payload = self._fields.extract(doc, self.reject)
+            return {field_name(prefix + k): v for k, v in payload.items()} if prefix else payload
+        is_number = isinstance(doc, int | float) and not isinstance(doc, bool)
+        if mode == "json":
+            raise FieldError(f"payload is {_kind(doc)}, not a JSON object")
+        if mode == "number" and not is_number:
             raise FieldError("payload is not a number")
-        payload = extract(doc, self._fields)
-        return {prefix + k: v for k, v in payload.items()} if prefix else payload
+        if isinstance(doc, float) and not math.isfinite(doc):
+            raise FieldError("payload is not a finite number")
+        if not isinstance(doc, bool | int | float | str):
+            raise FieldError(f"payload is {_kind(doc)}, not a value or a JSON object")
+        name = field_name(prefix + render(self._opts.field, levels))
+        if not name:
+            raise FieldError(f"topic {topic!r} makes no field name (no letter or digit)")
+        return {name: scalar(doc, name)}
 
 
 def broker(url: str) -> tuple[str, int, bool]:
@@ -362,6 +374,31 @@ def render(template: str, levels: list[str]) -> str:
         return template.format(*levels)
     except IndexError:
         raise FieldError(f"a topic has too few levels for {template!r}") from None
+
+
+def _text(data: bytes | bytearray) -> str:
+    """A payload that is not JSON as a text state (`ON`, `online`); FieldError if it is not."""
+    try:
+        text = bytes(data).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise FieldError("payload is neither JSON nor UTF-8 text") from None
+    if not text:
+        raise FieldError("payload is empty")
+    if text[0] in "{[":  # meant as JSON: a cut or broken document is not a text state
+        raise FieldError("payload is not valid JSON")
+    if not text.isprintable():
+        raise FieldError("payload holds control characters, not text")
+    return text
+
+
+def _kind(doc: object) -> str:
+    if doc is None:
+        return "null"
+    if isinstance(doc, list):
+        return "an array"
+    if isinstance(doc, bool):
+        return "a boolean"
+    return "a number" if isinstance(doc, int | float) else "a string"
 
 
 def _non_finite(data: bytes | bytearray) -> bool:

@@ -8,7 +8,7 @@ from typing import ClassVar
 import msgspec
 
 from pilog.drivers.base import READ_WAIT_S, DriverContext, Payload, StreamingDriver
-from pilog.drivers.fields import FieldError, FieldSpec, extract, field_map
+from pilog.drivers.fields import FieldError, FieldSelector, FieldSpec, decode_json
 from pilog.drivers.serialport import LineFramer
 
 RECV_BYTES = 65536
@@ -18,8 +18,12 @@ class TcpJsonOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     host: str
     port: int
     fields: FieldSpec = None  # None: every top-level number, boolean and string
+    optional_fields: FieldSpec = None  # taken when present in a document
     connect_timeout_ms: int = 5000
     max_line_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        FieldSelector(self.fields, self.optional_fields)  # a bad path or name is a config error
 
 
 class TcpJsonDriver(StreamingDriver):
@@ -37,10 +41,9 @@ class TcpJsonDriver(StreamingDriver):
     def __init__(self, ctx: DriverContext) -> None:
         super().__init__(ctx)
         self._opts: TcpJsonOptions = ctx.options
-        self._fields = field_map(self._opts.fields)
+        self._fields = FieldSelector(self._opts.fields, self._opts.optional_fields)
         self._sock: socket.socket | None = None
         self._framer = LineFramer(self._opts.max_line_bytes, self.reject)
-        self._decoder = msgspec.json.Decoder()
 
     def open(self) -> None:
         address = (self._opts.host, self._opts.port)
@@ -75,12 +78,12 @@ class TcpJsonDriver(StreamingDriver):
 
     def _decode(self, line: bytes) -> Payload | None:
         try:
-            doc = self._decoder.decode(line)
+            doc = decode_json(line)
         except msgspec.DecodeError:
             self.reject("line is not valid JSON")
             return None
         try:
-            return extract(doc, self._fields)
+            return self._fields.extract(doc, self.reject)
         except FieldError as e:
             self.reject(str(e))
             return None
