@@ -362,6 +362,7 @@ def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> C
         raw["sensor"] = [_split_sensor(s) for s in sensors]
     problems = _problems(raw)
     if problems:
+        problems += _driver_problems(raw, source)
         raise ConfigProblemsError([f"{source}: {p}" for p in problems])
     raw["source"] = source
     raw["origins"] = origins
@@ -388,6 +389,31 @@ def _problems(raw: dict[str, Any]) -> list[str]:
                 problems += table_problems(table, item_type, f"{key}[{i}]")
         else:
             problems += table_problems(value, typ, key)
+    return problems
+
+
+def _driver_problems(raw: dict[str, Any], source: str) -> list[str]:
+    """The driver problems of each valid [[sensor]] table, so that one refusal names them too.
+
+    Only when the config is refused anyway: a valid config's drivers load in `load_drivers`,
+    by commands that run them.
+    """
+    from pilog.drivers import load_sensor  # noqa: PLC0415  (pilog.drivers imports config)
+
+    try:
+        paths = msgspec.convert(raw.get("driver_paths", []), list[Path], dec_hook=_dec_hook)
+    except msgspec.ValidationError:
+        paths = []
+    search = _search_dirs(source, paths)
+    problems = []
+    for i, table in enumerate(raw.get("sensor") or []):
+        try:
+            sensor = msgspec.convert(table, SensorConfig, dec_hook=_dec_hook)
+            load_sensor(sensor, i, source, search)
+        except msgspec.ValidationError:
+            continue  # already named by _problems
+        except ConfigProblemsError as e:
+            problems += [p.removeprefix(f"{source}: ") for p in e.problems]
     return problems
 
 
@@ -515,10 +541,14 @@ def _literal_choices(path: str) -> tuple[object, ...]:
 
 def driver_dirs(config: Config) -> list[Path]:
     """Where "module:Class" drivers are looked for: `driver_paths`, then the config's directory."""
-    if config.source.startswith("<"):
-        return [Path(p) for p in config.driver_paths]  # the embedded default: relative to cwd
-    base = Path(config.source).parent
-    return [base / p for p in config.driver_paths] + [base]
+    return _search_dirs(config.source, config.driver_paths)
+
+
+def _search_dirs(source: str, driver_paths: list[Path]) -> list[Path]:
+    if source.startswith("<"):
+        return list(driver_paths)  # the embedded default: relative to the working directory
+    base = Path(source).parent
+    return [base / p for p in driver_paths] + [base]
 
 
 def log_options(config: Config) -> dict[str, Any]:

@@ -9,7 +9,6 @@ runs on the log's committer thread. Appending never blocks the loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
@@ -19,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilog.clock import Clock
-from pilog.config import Config, SensorConfig, driver_dirs, unknown_keys
+from pilog.config import Config, SensorConfig, driver_dirs
 from pilog.datadir import EventLog
-from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, find_driver
-from pilog.drivers.base import READ_WAIT_S, Payload, parse_options
+from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, load_sensor
+from pilog.drivers.base import READ_WAIT_S, Payload
 from pilog.errors import (
-    ConfigError,
     ConfigProblemsError,
     LogError,
     LogFullError,
@@ -371,20 +369,10 @@ def load_drivers(config: Config) -> list[tuple[SensorConfig, type[PollingDriver]
     loaded, problems = [], []
     search = driver_dirs(config)
     for i, sensor in enumerate(config.sensor):
-        where = f"{config.source}: sensor[{i}] (name {json.dumps(sensor.name)})"
         try:
-            cls = find_driver(sensor.driver, search)
-        except ConfigError as e:
-            problems.append(f"{where}: {e}")
-            continue
-        unknown = unknown_keys(sensor.options, cls.Options)
-        if unknown:
-            problems += [f"{where}: unknown key `{k}`{hint}" for k, hint in unknown.items()]
-            continue
-        try:
-            loaded.append((sensor, cls, parse_options(cls, sensor, config.source)))
-        except ConfigError as e:
-            problems.append(str(e))
+            loaded.append((sensor, *load_sensor(sensor, i, config.source, search)))
+        except ConfigProblemsError as e:
+            problems += e.problems
     if problems:
         raise ConfigProblemsError(problems)
     return loaded

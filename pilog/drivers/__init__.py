@@ -7,21 +7,24 @@ A sensor's `driver` key names a built-in driver (a folder here: `synthetic`), a 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
-from pilog.config import did_you_mean
+from pilog.config import SensorConfig, did_you_mean, unknown_keys
 from pilog.drivers.base import (
     DriverContext,
     NoOptions,
     Payload,
     PollingDriver,
     StreamingDriver,
+    parse_options,
 )
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, ConfigProblemsError
 
 __all__ = [
     "BUILTIN",
@@ -31,6 +34,7 @@ __all__ = [
     "PollingDriver",
     "StreamingDriver",
     "find_driver",
+    "load_sensor",
 ]
 
 _HERE = Path(__file__).parent
@@ -77,6 +81,24 @@ def find_driver(ref: str, search: Sequence[Path] = ()) -> type[PollingDriver]:
     except AttributeError:
         raise ConfigError(f"driver '{ref}': {module_name} has no {cls_name}") from None
     return _checked(ref, cls)
+
+
+def load_sensor(
+    sensor: SensorConfig, index: int, source: str, search: Sequence[Path] = ()
+) -> tuple[type[PollingDriver], Any]:
+    """The sensor's driver class and validated options; ConfigProblemsError names each problem."""
+    where = f"{source}: sensor[{index}] (name {json.dumps(sensor.name)})"
+    try:
+        cls = find_driver(sensor.driver, search)
+    except ConfigError as e:
+        raise ConfigProblemsError([f"{where}: {e}"]) from e
+    unknown = unknown_keys(sensor.options, cls.Options)
+    if unknown:
+        raise ConfigProblemsError([f"{where}: unknown key `{k}`{h}" for k, h in unknown.items()])
+    try:
+        return cls, parse_options(cls, sensor, source)
+    except ConfigError as e:
+        raise ConfigProblemsError([str(e)]) from e
 
 
 def _add_to_path(search: Sequence[Path]) -> None:

@@ -48,3 +48,20 @@ def test_every_bad_sensor_is_named_in_one_run(tmp_path: Path) -> None:
         "`pilog drivers` lists them (or name a class as 'package.module:Class')",
         'sensor[1] (name "demo"): unknown key `period`; did you mean `period_s`?',
     ]
+
+
+def test_a_typo_in_a_table_and_a_misspelt_driver_are_named_in_one_run(tmp_path: Path) -> None:
+    problems = refused(
+        tmp_path,
+        '[log]\nfsyncc = "always"\n'
+        '[[sensor]]\nname = "lab"\ndriver = "bme208"\n'
+        '[[sensor]]\nname = "bad"\ndriver = "synthetic"\ninterval_ms = "fast"\n'
+        '[[sensor]]\nname = "demo"\ndriver = "synthetic"\nperiod = 3\n',
+    )
+    assert problems == [
+        "log: unknown key `fsyncc`; did you mean `fsync`?",
+        "sensor[1].interval_ms: Expected `int`, got `str`",
+        "sensor[0] (name \"lab\"): unknown driver 'bme208'; did you mean bme280? "
+        "`pilog drivers` lists them (or name a class as 'package.module:Class')",
+        'sensor[2] (name "demo"): unknown key `period`; did you mean `period_s`?',
+    ]
