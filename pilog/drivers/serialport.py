@@ -17,6 +17,7 @@ import msgspec
 import serial
 
 from pilog.drivers.base import READ_WAIT_S, DriverContext, Payload, StreamingDriver
+from pilog.drivers.transports import device_error
 from pilog.errors import PilogError
 
 _TERMINATORS = b"\r\n"
@@ -46,8 +47,11 @@ class SerialPort:
         self._serial: Any = None
 
     def open(self) -> None:
-        """Open the device; raises OSError (serial.SerialException is one) if it is absent."""
-        self._serial = serial.Serial(self.port, self.baud, timeout=READ_WAIT_S)
+        """Open the device; an OSError naming the port and the fix if it will not open."""
+        try:
+            self._serial = serial.Serial(self.port, self.baud, timeout=READ_WAIT_S)
+        except OSError as e:  # serial.SerialException is one, with the errno of the open
+            raise device_error(e, self.port, "serial") from e
 
     def read(self) -> bytes:
         """Wait up to READ_WAIT_S for bytes; return what arrived (b"" if nothing did)."""

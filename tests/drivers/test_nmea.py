@@ -165,6 +165,93 @@ def test_bad_sentences_are_rejected_with_their_reason(raw: str, reason: str) -> 
         decode(raw)
 
 
+# -- what real receivers send beyond the fixtures: as liberal as gpsd where a field is optional
+
+
+def test_gga_without_dgps_age_and_station_is_read() -> None:
+    # Receivers without DGPS end GGA at the geoid separation's unit (gpsd needs no more).
+    payload = decode(sentence("GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M"))
+    assert payload == pytest.approx(
+        {
+            "sentence": "GGA",
+            "talker": "GP",
+            "time_utc": "123519.00",
+            "fix": True,
+            "fix_quality": 1,
+            "sats_used": 8,
+            "hdop": 0.9,
+            "lat_deg": 48 + 7.038 / 60,
+            "lon_deg": 11 + 31.0 / 60,
+            "alt_m": 545.4,
+            "geoid_sep_m": 46.9,
+        }
+    )
+    # With the age but not the station, too.
+    aged = decode(sentence("GNGGA,123519.00,4807.038,N,01131.000,E,2,08,0.9,545.4,M,46.9,M,3.0"))
+    assert aged is not None
+    assert aged["fix_quality"] == 2
+
+
+@pytest.mark.parametrize("date", ["000000", "321394", "1911", "19119X", "191194.0"])
+def test_rmc_with_a_garbage_date_keeps_its_position(date: str) -> None:
+    payload = decode(
+        sentence(f"GPRMC,225446.33,A,4916.45,N,12311.12,W,000.5,054.7,{date},020.3,E,A")
+    )
+    assert payload is not None
+    assert "date" not in payload
+    assert payload["time_utc"] == "225446.33"
+    assert payload["lat_deg"] == pytest.approx(49 + 16.45 / 60)
+    assert payload["lon_deg"] == pytest.approx(-(123 + 11.12 / 60))
+    assert payload["speed_kmh"] == pytest.approx(0.5 * KMH_PER_KNOT)
+
+
+def test_rmc_of_nmea_2_0_without_date_variation_and_mode_is_read() -> None:
+    payload = decode(sentence("GPRMC,225446,A,4916.45,N,12311.12,W,000.5"))
+    assert payload == pytest.approx(
+        {
+            "sentence": "RMC",
+            "talker": "GP",
+            "time_utc": "225446",
+            "fix": True,
+            "lat_deg": 49 + 16.45 / 60,
+            "lon_deg": -(123 + 11.12 / 60),
+            "speed_kmh": 0.5 * KMH_PER_KNOT,
+        }
+    )
+
+
+@pytest.mark.parametrize(("status", "fix"), [("D", True), ("", False)])
+def test_rmc_differential_status_is_a_fix_and_an_empty_one_is_none(status: str, fix: bool) -> None:
+    payload = decode(sentence(f"GPRMC,225446.33,{status},4916.45,N,12311.12,W,0.5,54.7,191194,,,D"))
+    assert payload is not None
+    assert payload["fix"] is fix
+    assert ("lat_deg" in payload) is fix
+    assert payload["date"] == "1994-11-19"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9",  # geoid unit missing
+        "GPRMC,225446,A,4916.45,N,12311.12,W",  # no speed
+        "GPVTG,054.7,T,034.4",
+    ],
+)
+def test_sentences_shorter_than_gpsd_accepts_are_still_truncated(body: str) -> None:
+    with pytest.raises(BadLineError, match="truncated"):
+        decode(sentence(body))
+
+
+def test_short_sentences_with_a_bad_checksum_are_still_rejected() -> None:
+    good = sentence("GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M")
+    bad = good[:-2] + f"{int(good[-2:], 16) ^ 0x01:02X}"
+    with pytest.raises(BadLineError, match="checksum mismatch"):
+        decode(bad)
+    rmc = sentence("GPRMC,225446.33,A,4916.45,N,12311.12,W,000.5,054.7,999999,020.3,E,A")
+    with pytest.raises(BadLineError, match="checksum mismatch"):
+        decode(rmc.replace("4916.45", "4916.46"))
+
+
 def test_other_valid_sentences_are_skipped_not_rejected() -> None:
     assert decode("$GPGSV,1,1,00*79") is None
     assert decode(sentence("PUBX,00,081350.00,4717.113210,N")) is None
@@ -193,6 +280,21 @@ def test_captured_stream_over_a_pty_gives_every_good_sentence_in_order() -> None
         assert driver.rejected["NUL bytes inside a line"] == 1
         assert driver.rejected["no '$' at the start of the sentence"] == 2
         assert driver.poll() == []  # nothing left over, and a quiet port returns empty
+
+
+def test_short_gga_and_rmc_with_a_bad_date_over_a_pty_are_read() -> None:
+    lines = [
+        sentence("GPGGA,123519.00,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M"),
+        sentence("GPRMC,123519.00,A,4807.038,N,01131.000,E,000.5,054.7,00000,,,A"),
+    ]
+    with SerialPty() as pty, open_driver("nmea", {"port": pty.path}) as driver:
+        writer = feed(pty, "".join(f"{line}\r\n" for line in lines).encode())
+        gga, rmc = read_until(driver, 2)
+        writer.join(WAIT_S)
+        assert (gga["sentence"], gga["alt_m"]) == ("GGA", 545.4)
+        assert rmc["lat_deg"] == pytest.approx(48 + 7.038 / 60)
+        assert "date" not in rmc
+        assert driver.rejected.total() == 0
 
 
 def test_noise_nul_bytes_and_a_stall_mid_sentence_over_a_pty() -> None:
@@ -233,7 +335,7 @@ def test_unplugged_receiver_raises_and_a_reopen_after_replug_reads_again(tmp_pat
                 read_until(driver, 1)
         # While it is away, opening fails as an OSError: the runtime backs off and retries.
         with (
-            pytest.raises(OSError, match="could not open port"),
+            pytest.raises(FileNotFoundError, match="usb-gps does not exist: plug the device in"),
             open_driver("nmea", {"port": str(link)}),
         ):
             pass

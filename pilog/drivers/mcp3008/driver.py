@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
+from pilog.drivers.transports import device_error
 
 START_BYTE = 0x01  # seven leading zeros, then the start bit (§6.1, Figure 6-1)
 SINGLE_ENDED = 0x08  # SGL/DIFF = 1 (Table 5-2)
@@ -107,7 +108,11 @@ class Mcp3008Driver(PollingDriver):
         spi = self.ctx.spidev
         if spi is None:
             spi = _spidev_module().SpiDev()
-        spi.open(self._opts.bus, self._opts.device)
+        try:
+            spi.open(self._opts.bus, self._opts.device)
+        except OSError as e:  # py-spidev's error names no path: "[Errno 2] No such file ..."
+            path = f"/dev/spidev{self._opts.bus}.{self._opts.device}"
+            raise device_error(e, path, "spi") from e
         try:
             spi.max_speed_hz = self._opts.max_speed_hz
             spi.mode = 0  # modes 0,0 and 1,1 are the chip's (§6.1); mode 0 is the common one

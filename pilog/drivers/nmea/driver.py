@@ -31,6 +31,9 @@ def decode_sentence(line: str) -> Payload | None:
         return None  # GSV, GLL, ZDA, proprietary: valid, but not read here
     if len(fields) < _MIN_FIELDS[kind]:
         raise BadLineError(f"truncated {kind} sentence")
+    # Optional trailing fields may be left off altogether: read them as empty, as gpsd does
+    # (nmea_parse points every field past the last at an empty string).
+    fields += [""] * (_ALL_FIELDS[kind] - len(fields))
     try:
         values = decoder(fields)
     except ValueError as e:
@@ -104,6 +107,17 @@ def _date(ddmmyy: str) -> str | None:
     return f"{(1900 if yy >= 80 else 2000) + yy:04d}-{month:02d}-{day:02d}"
 
 
+def _optional_date(ddmmyy: str) -> str | None:
+    """The date, or None when it is garbage: the position beside it is still good.
+
+    gpsd's processRMC likewise sets no time when merge_ddmmyy fails yet keeps lat/lon.
+    """
+    try:
+        return _date(ddmmyy)
+    except ValueError:
+        return None
+
+
 def _present(**values: float | int | str | bool | None) -> Payload:
     """The values that were reported (a reading never holds None)."""
     return {k: v for k, v in values.items() if v is not None}
@@ -134,19 +148,20 @@ def _gga(f: list[str]) -> Payload:
 
 def _rmc(f: list[str]) -> Payload:
     """Recommended minimum: time, status A/V, position, speed over ground, course, date."""
-    if f[1] not in ("A", "V"):
+    # gpsd's processRMC: A autonomous and D differential are fixes; V or an empty status is none.
+    if f[1] not in ("A", "D", "V", ""):
         raise ValueError(f"status {f[1]!r}")
-    fix = f[1] == "A"
+    fix = f[1] in ("A", "D")
     knots = _float(f[6])
     return _present(
         time_utc=f[0] or None,
-        date=_date(f[8]),
+        date=_optional_date(f[8]),
         fix=fix,
         lat_deg=_coordinate(f[2], f[3], 2, 90) if fix else None,
         lon_deg=_coordinate(f[4], f[5], 3, 180) if fix else None,
         speed_kmh=knots * KMH_PER_KNOT if fix and knots is not None else None,
         course_deg=_float(f[7]) if fix else None,
-        mode=f[11] if len(f) > 11 and f[11] else None,
+        mode=f[11] or None,
     )
 
 
@@ -158,7 +173,7 @@ def _vtg(f: list[str]) -> Payload:
     return _present(
         course_deg=_float(f[0]),
         speed_kmh=kmh,
-        mode=f[8] if len(f) > 8 and f[8] else None,
+        mode=f[8] or None,
     )
 
 
@@ -184,8 +199,12 @@ _DECODERS: dict[str, Callable[[list[str]], Payload]] = {
     "VTG": _vtg,
     "GSA": _gsa,
 }
-# Data fields each sentence must carry (NMEA 2.x; RMC and VTG gained a mode field in 2.3).
-_MIN_FIELDS = {"GGA": 14, "RMC": 11, "VTG": 8, "GSA": 17}
+# Data fields a sentence must carry, as gpsd's nmea_phrase table has them (its `nf` counts the
+# address too): GGA up to the geoid separation (DGPS age and station are optional), RMC up to
+# the speed, VTG up to the magnetic course, GSA up to VDOP.
+_MIN_FIELDS = {"GGA": 12, "RMC": 7, "VTG": 4, "GSA": 17}
+# Data fields read when present (NMEA 2.3: RMC and VTG end in a mode field).
+_ALL_FIELDS = {"GGA": 14, "RMC": 12, "VTG": 9, "GSA": 17}
 
 
 class NmeaDriver(SerialLineDriver):
