@@ -58,6 +58,22 @@ _GROUP = {"i2c": "i2c", "spi": "spi", "serial": "dialout"}
 _PI_UART = re.compile(r"ttyAMA\d+|ttyS0|serial[01]")
 
 
+# What an I2C adapter reports when no device ACKs its address: EREMOTEIO on the Pi's
+# i2c-bcm2835, ENXIO on some others (Linux Documentation/i2c/fault-codes.rst).
+I2C_NO_ANSWER_ERRNOS = frozenset({errno.EREMOTEIO, errno.ENXIO})
+
+
+def i2c_no_answer_error(e: OSError, bus: int, address: int) -> OSError:
+    """A NACK `e` at open as the same OSError kind naming the bus, the address and what to check."""
+    reason = e.strerror or str(e)
+    error = type(OSError(e.errno, reason))(
+        f"no device answers at 0x{address:02x} on /dev/i2c-{bus} ({reason}): check the wiring "
+        f"and the address (i2cdetect -y {bus} lists the addresses that answer)"
+    )
+    error.errno = e.errno
+    return error
+
+
 def device_error_message(err: int | None, path: str, bus: BusKind, reason: str = "") -> str:
     """Why `path` would not open (errno `err`) and what to do about it, in one sentence."""
     if err in (errno.ENOENT, errno.ENODEV, errno.ENXIO):

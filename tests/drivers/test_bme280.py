@@ -121,10 +121,13 @@ def test_t_fine_matches_the_integer_reference(vector: dict[str, Any]) -> None:
     assert q24_8 == vector["computed_integer"]["pressure_Q24_8"]
 
 
-def test_absent_device_nacks_at_open() -> None:
+def test_absent_device_nacks_at_open_naming_bus_address_and_i2cdetect() -> None:
     with pytest.raises(OSError, match="Remote I/O error") as info:
         run_driver("bme280", {"address": 0x77}, smbus=FakeSMBus(), polls=1)
     assert info.value.errno == errno.EREMOTEIO
+    message = str(info.value)
+    assert message.startswith("no device answers at 0x77 on /dev/i2c-1 (Remote I/O error)")
+    assert "i2cdetect -y 1" in message
 
 
 def test_unplugged_device_nacks_at_poll(first_vector: dict[str, Any]) -> None:

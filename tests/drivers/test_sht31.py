@@ -120,10 +120,13 @@ def test_temperature_outside_the_specified_range_is_rejected(s_t: int) -> None:
         assert [r for r in driver.rejected if "outside" in r] != []
 
 
-def test_absent_device_nacks_at_open() -> None:
+def test_absent_device_nacks_at_open_naming_bus_address_and_i2cdetect() -> None:
     with pytest.raises(OSError, match="Remote I/O error") as info:
         run_driver("sht31", {}, smbus=FakeSMBus({0x45: Sht31Sim()}), polls=1)
     assert info.value.errno == errno.EREMOTEIO
+    message = str(info.value)
+    assert message.startswith("no device answers at 0x44 on /dev/i2c-1 (Remote I/O error)")
+    assert "i2cdetect -y 1" in message
 
 
 def test_unplugged_device_nacks_at_poll() -> None:

@@ -14,7 +14,12 @@ from typing import ClassVar, Literal, Protocol
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
-from pilog.drivers.transports import close_owned, open_i2c
+from pilog.drivers.transports import (
+    I2C_NO_ANSWER_ERRNOS,
+    close_owned,
+    i2c_no_answer_error,
+    open_i2c,
+)
 from pilog.errors import PilogError
 
 CHIP_ID = 0x60  # §5.4.1; a BMP280 reads 0x56-0x58
@@ -203,8 +208,10 @@ class Bme280Driver(PollingDriver):
         self._bus, self._owns_bus = open_i2c(self.ctx, self.opts.bus)
         try:
             self._setup(self._bus)
-        except BaseException:
+        except BaseException as e:
             self.close()
+            if isinstance(e, OSError) and e.errno in I2C_NO_ANSWER_ERRNOS:
+                raise i2c_no_answer_error(e, self.opts.bus, self.opts.address) from e
             raise
 
     def _setup(self, bus: Bus) -> None:

@@ -14,7 +14,12 @@ import msgspec
 import smbus2
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
-from pilog.drivers.transports import close_owned, open_i2c
+from pilog.drivers.transports import (
+    I2C_NO_ANSWER_ERRNOS,
+    close_owned,
+    i2c_no_answer_error,
+    open_i2c,
+)
 
 CMD_SINGLE_SHOT_HIGH = 0x2400  # high repeatability, clock stretching disabled (Table 9)
 CMD_READ_STATUS = 0xF32D  # Table 17
@@ -90,8 +95,10 @@ class Sht31Driver(PollingDriver):
                 self.reject(f"status register: {words}")
             else:
                 self.status = words[0]
-        except BaseException:
+        except BaseException as e:
             self.close()
+            if isinstance(e, OSError) and e.errno in I2C_NO_ANSWER_ERRNOS:
+                raise i2c_no_answer_error(e, self.opts.bus, self.opts.address) from e
             raise
 
     def poll(self) -> list[Payload]:
