@@ -109,3 +109,16 @@ class LogIOError(LogError):
         self.op = op
         self.path = path
         self.errno = err.errno
+
+
+MQTT_EXTRA_FIX = (
+    "pip install 'paho-mqtt>=2.0' into pilog's environment, or reinstall pilog's wheel with "
+    "[mqtt] (docs/install.md, Extras)"
+)
+
+
+def mqtt_extra_missing(what: str) -> str:
+    """The error for an mqtt sink or driver without paho-mqtt (the `mqtt` extra)."""
+    return (
+        f'{what} needs paho-mqtt (pilog\'s "mqtt" extra), which is not installed: {MQTT_EXTRA_FIX}'
+    )

@@ -28,7 +28,7 @@ import httpx
 import msgspec
 
 from pilog.config import HttpJsonSinkConfig, InfluxLineSinkConfig, MqttSinkConfig, SinkConfig
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, mqtt_extra_missing
 from pilog.uploader.http import classify
 from pilog.uploader.sink import Outcome, SinkContext, secret_env_name
 
@@ -118,9 +118,7 @@ def _check_extra(config: SinkConfig) -> None:
         from pilog.uploader.sinks import mqtt  # noqa: PLC0415
 
         if not mqtt.HAVE_PAHO:
-            raise _Failed(
-                'the mqtt sink needs paho-mqtt, which is not installed: pip install "pilog[mqtt]"'
-            )
+            raise _Failed(mqtt_extra_missing("the mqtt sink"))
 
 
 def url_problem(config: SinkConfig) -> str | None:

@@ -325,7 +325,7 @@ def test_mqtt_without_paho_fails_with_the_pip_command(tmp_path: Path) -> None:
     prefix = (sys.executable, "-c", block_paho)
     code, rows = check(tmp_path, mqtt_sink(f"mqtt://127.0.0.1:{closed_port()}"), prefix=prefix)
     assert code == 1
-    assert 'pip install "pilog[mqtt]"' in sink_rows(rows)["sink:broker"]["detail"]
+    assert "pip install 'paho-mqtt>=2.0'" in sink_rows(rows)["sink:broker"]["detail"]
 
 
 # --- the probe's thread, in process --------------------------------------------------------------

@@ -230,5 +230,5 @@ def test_without_spidev_installed_the_error_says_how_to_get_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "spidev", None)  # what `import spidev` sees when absent
-    with pytest.raises(ModuleNotFoundError, match=r"pilog\[spi\].*python3-spidev"):
+    with pytest.raises(ModuleNotFoundError, match=r"python3-spidev.*pip install spidev"):
         run_driver("mcp3008", {"channels": [0]})

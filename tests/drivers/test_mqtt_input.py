@@ -375,7 +375,7 @@ def test_bad_options_are_config_errors(options: dict[str, Any], message: str) ->
 
 def test_without_paho_opening_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mqtt_driver, "HAVE_PAHO", False)
-    with pytest.raises(ConfigError, match=r'pip install "pilog\[mqtt\]"'):  # noqa: SIM117
+    with pytest.raises(ConfigError, match=r"pip install 'paho-mqtt>=2.0'"):  # noqa: SIM117
         with open_driver("mqtt", {"url": "mqtt://127.0.0.1", "topics": ["a"]}):
             pass
 

@@ -151,8 +151,9 @@ def _spidev_module() -> Any:
     except ImportError as e:
         raise ModuleNotFoundError(
             "the mcp3008 driver needs spidev, which pilog does not install by default: "
-            "pip install 'pilog[spi]' (needs a compiler), or apt install python3-spidev "
-            "with pilog in a venv made with --system-site-packages"
+            "apt install python3-spidev with pilog in a venv made with --system-site-packages, "
+            "or pip install spidev into pilog's environment (needs a compiler; the [spi] extra "
+            "of pilog's wheel does the same; docs/install.md, SPI sensors)"
         ) from e
 
 

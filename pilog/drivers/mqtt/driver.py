@@ -34,7 +34,7 @@ import msgspec
 from pilog.drivers.base import READ_WAIT_S, DriverContext, Payload, StreamingDriver
 from pilog.drivers.field_names import field_name
 from pilog.drivers.fields import FieldError, FieldSelector, FieldSpec, decode_json, scalar
-from pilog.errors import ConfigError, PilogError
+from pilog.errors import ConfigError, PilogError, mqtt_extra_missing
 
 try:
     from paho.mqtt.client import Client, ConnectFlags, MQTTMessage, error_string
@@ -120,7 +120,7 @@ class MqttDriver(StreamingDriver):
 
     def open(self) -> None:
         if not HAVE_PAHO:
-            raise ConfigError('the mqtt driver needs the "mqtt" extra: pip install "pilog[mqtt]"')
+            raise ConfigError(mqtt_extra_missing("the mqtt driver"))
         try:
             self._open()
         except BaseException:

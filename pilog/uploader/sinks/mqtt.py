@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from pilog.config import MqttSinkConfig
-from pilog.errors import ConfigError
+from pilog.errors import ConfigError, mqtt_extra_missing
 from pilog.events import Event, Reading
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
 
@@ -90,7 +90,7 @@ class MqttSink:
 
     def __init__(self, config: MqttSinkConfig, context: SinkContext) -> None:
         if not HAVE_PAHO:
-            raise ConfigError('the mqtt sink needs the "mqtt" extra: pip install "pilog[mqtt]"')
+            raise ConfigError(mqtt_extra_missing("the mqtt sink"))
         self.config = config
         self.context = context
         self._host, self._port, tls = _parse_url(config)
