@@ -28,6 +28,7 @@ from pilog.events import Body, Gap, Record, Repair, encode_record, record_ts
 from pilog.index.store import Incidental, IndexStore
 from pilog.log import naming
 from pilog.log.fsio import FileSystem, make_dirs
+from pilog.log.reader import Progress
 from pilog.log.repair import open_log
 from pilog.log.writer import Drop, LogOptions, SegmentInfo
 
@@ -171,8 +172,12 @@ class EventLog:
         clock: Clock | None = None,
         fs: FileSystem | None = None,
         lock: WriterLock | None = None,
+        index_progress: Progress | None = None,
     ) -> None:
-        """Take the data dir (or use `lock`, already taken by the caller) and open its log."""
+        """Take the data dir (or use `lock`, already taken by the caller) and open its log.
+
+        `index_progress` is told how a rebuild of the index from the segments goes.
+        """
         self.config = config
         self.paths = DataDirPaths(config.data_dir)
         self.clock = clock or SystemClock()
@@ -196,7 +201,7 @@ class EventLog:
             )
             self.epoch_hex = self.writer.epoch.hex()
             self.index = IndexStore.open_for_writer(
-                self.paths.index, self.paths.log_dir, self.epoch_hex
+                self.paths.index, self.paths.log_dir, self.epoch_hex, index_progress
             )
         except OSError as e:
             self._abandon()

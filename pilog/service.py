@@ -34,6 +34,7 @@ from pilog.durability import durability
 from pilog.ephemeral import check_owner
 from pilog.errors import ConfigError, DataDirError, LogError
 from pilog.log import naming
+from pilog.log.reader import Progress
 from pilog.metrics import MetricsServer, render_snapshot
 from pilog.mounts import mount_of
 from pilog.runstate import (
@@ -53,7 +54,7 @@ log = logging.getLogger("pilog")
 CONSUMER_STOP_S = 3.0  # of the 10 s a stop may take; a sink mid-request is abandoned after it
 
 
-def run(config: Config) -> None:
+def run(config: Config, index_progress: Progress | None = None) -> None:
     """Open the data dir, run every sensor, and on a stop signal flush, fsync and return."""
     os.umask(os.umask(0o027) | 0o027)  # files 0640, dirs 0750: group pilog reads, others nothing
     # Before anything is logged: a stop sent on seeing the first line must not kill us.
@@ -61,7 +62,7 @@ def run(config: Config) -> None:
     load_drivers(config)  # a bad sensor is a config error: refuse before touching the data dir
     check_data_dir_mount(config)
     clock = SystemClock()
-    events = EventLog(config, clock=clock)
+    events = EventLog(config, clock=clock, index_progress=index_progress)
     consumers = None
     try:
         consumers = ConsumerGroup.open(config, events)

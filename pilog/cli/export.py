@@ -12,27 +12,41 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import TextIO
 
 import msgspec
 
-from pilog.events import Event, Reading, event_id, rfc3339
+from pilog.cli.progress import progress
+from pilog.events import Event, Reading, decode_event, event_id, rfc3339
 from pilog.history import History
+from pilog.log.reader import Progress
 from pilog.uploader.sink import SinkContext
 
 CSV_FIXED = ["timestamp", "seq", "id", "sensor", "sensor_type"]
 
 
 def readings(
-    history: History, from_seq: int, to_seq: int | None, sensors: set[str]
+    history: History,
+    from_seq: int,
+    to_seq: int | None,
+    sensors: set[str],
+    tell: Progress | None = None,
 ) -> Iterator[tuple[Event, Reading]]:
     """Readings with `from_seq <= seq <= to_seq` of the sensors asked for (all if empty)."""
-    for e in history.events(from_seq):
-        if to_seq is not None and e.seq > to_seq:
-            return
-        body = e.body
-        if isinstance(body, Reading) and (not sensors or body.sensor in sensors):
-            yield e, body
+    for batch in history.reader.read_batches(from_seq, progress=tell):
+        for seq, payload in batch:
+            if to_seq is not None and seq > to_seq:
+                return
+            e = decode_event(seq, payload)
+            body = e.body
+            if isinstance(body, Reading) and (not sensors or body.sensor in sensors):
+                yield e, body
+
+
+def _progress(what: str, out: TextIO) -> AbstractContextManager[Progress | None]:
+    # Written to the terminal, the rows are the progress; a bar would tear through them.
+    return nullcontext() if out.isatty() else progress(what)
 
 
 def export(
@@ -53,17 +67,21 @@ def export(
     if fmt == "ndjson":
         encode = msgspec.json.Encoder().encode
         context = SinkContext(device, epoch, history.paths.root)
-        for e, r in readings(history, from_seq, to_seq, sensors):
-            out.write(encode(context.reading_object(e, r)).decode() + "\n")
-            n += 1
+        with _progress("exporting", out) as tell:
+            for e, r in readings(history, from_seq, to_seq, sensors, tell):
+                out.write(encode(context.reading_object(e, r)).decode() + "\n")
+                n += 1
         return n
-    fields = sorted({k for _, r in readings(history, from_seq, to_seq, sensors) for k in r.values})
+    with _progress("finding columns", out) as tell:
+        found = readings(history, from_seq, to_seq, sensors, tell)
+        fields = sorted({k for _, r in found for k in r.values})
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIXED + fields)
-    for e, r in readings(history, from_seq, to_seq, sensors):
-        row = [rfc3339(e.ts_ns), e.seq, event_id(device, epoch, e.seq), r.sensor, r.sensor_type]
-        writer.writerow(row + [_cell(r.values.get(f)) for f in fields])
-        n += 1
+    with _progress("exporting", out) as tell:
+        for e, r in readings(history, from_seq, to_seq, sensors, tell):
+            row = [rfc3339(e.ts_ns), e.seq, event_id(device, epoch, e.seq), r.sensor, r.sensor_type]
+            writer.writerow(row + [_cell(r.values.get(f)) for f in fields])
+            n += 1
     return n
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 
+from pilog.cli.progress import progress
 from pilog.config import Config
 from pilog.datadir import DataDirPaths, EventLog, WriterLock, writer_pid
 from pilog.errors import (
@@ -35,7 +36,7 @@ from pilog.events import Gap, Record, Repair, decode_record, encode_record
 from pilog.index.store import IndexStore
 from pilog.log import naming
 from pilog.log.format import SegmentHeader, decode_header
-from pilog.log.reader import HEADER_READ_BYTES
+from pilog.log.reader import HEADER_READ_BYTES, Progress
 from pilog.log.salvage import (
     Filler,
     SegmentRepair,
@@ -118,13 +119,31 @@ def _plan(paths: DataDirPaths, device_id: str) -> tuple[list[_Planned], RepairRe
     if len(segments) < 2:
         return [], report
     epoch = _log_epoch(segments)
+    with progress("reading segments", events=False) as tell:
+        planned = _plan_segments(segments, epoch, device_id, report, tell)
+    return planned, report
+
+
+def _plan_segments(
+    segments: list[tuple[int, Path]],
+    epoch: bytes,
+    device_id: str,
+    report: RepairReport,
+    tell: Progress | None,
+) -> list[_Planned]:
     planned: list[_Planned] = []
     lasts: list[int | None] = [b - 1 for b, _ in segments[1:]]
+    total = sum(_size(p) for _, p in segments)
+    done = 0
     for (base, path), last in zip(segments, [*lasts, None], strict=True):
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             continue  # a dry run beside pilog: retention deleted it meanwhile
+        done += len(data)
+        if tell is not None:
+            # Frames are checked, not decoded: bytes are the measure here.
+            tell(done, max(total, done), 0)
         if last is None and not header_damaged(data, path.name):
             continue  # the newest segment's torn tail is the writer's to cut, not ours
         try:
@@ -137,7 +156,14 @@ def _plan(paths: DataDirPaths, device_id: str) -> tuple[list[_Planned], RepairRe
         if plan.damage:
             planned.append(_Planned(plan, header, data))
             report.repairs.append(plan)
-    return planned, report
+    return planned
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _log_epoch(segments: list[tuple[int, Path]]) -> bytes:

@@ -13,13 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilog.cli.progress import progress
 from pilog.cli.tail import parse_from
 from pilog.config import Config, projection_name
 from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import PilogError
-from pilog.events import Reading
+from pilog.events import Reading, decode_event
 from pilog.history import History
 from pilog.index.store import IndexStore, Rewind
+from pilog.log.reader import Progress
 
 PICKUP_WAIT_S = 10.0
 
@@ -99,10 +101,19 @@ def _count_readings(history: History, targets: list[Target]) -> None:
         if t.rewind is None:
             continue
         end = t.rewind.from_seq + t.events
-        for e in history.events(t.rewind.from_seq):
-            if e.seq >= end:
-                break
-            t.readings += isinstance(e.body, Reading)
+        with progress(f"counting {t.name}") as tell:
+            t.readings += _count(history, t.rewind.from_seq, end, tell)
+
+
+def _count(history: History, start: int, end: int, tell: Progress | None) -> int:
+    """Readings among seqs `start`..`end - 1`."""
+    n = 0
+    for batch in history.reader.read_batches(start, progress=tell):
+        for seq, payload in batch:
+            if seq >= end:
+                return n
+            n += isinstance(decode_event(seq, payload).body, Reading)
+    return n
 
 
 def _cursors(config: Config) -> dict[str, int]:
@@ -163,7 +174,8 @@ def _apply_now(config: Config, index: IndexStore, todo: list[Target]) -> list[st
     if rebuild:
         from pilog.projections import rebuild as rebuild_projections  # noqa: PLC0415
 
-        done = rebuild_projections(Path(config.data_dir), config, rebuild)
+        with progress(f"rebuilding {', '.join(rebuild)}") as tell:
+            done = rebuild_projections(Path(config.data_dir), config, rebuild, tell)
         for name, seq in done.items():
             index.set_cursor(f"projection:{name}", seq)
             lines.append(f"projection:{name}: rebuilt up to seq {seq - 1}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from pilog.cli.progress import progress
 from pilog.errors import CorruptionError
 from pilog.events import decode_event
 from pilog.history import History
@@ -22,7 +23,8 @@ class Verdict:
 
 
 def verify(history: History) -> Verdict:
-    report = history.reader.verify()
+    with progress("checking frames", events=False) as tell:
+        report = history.reader.verify(tell)
     verdict = Verdict(
         report.segments,
         report.records,
@@ -35,11 +37,17 @@ def verify(history: History) -> Verdict:
         return verdict
     # Frames are sound; every payload must also be an event this pilog understands.
     try:
-        for seq, payload in history.reader.read_from(0):
-            try:
-                decode_event(seq, payload)
-            except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                verdict.errors.append(f"event seq {seq} does not decode: {e}")
+        with progress("decoding events") as tell:
+            for batch in history.reader.read_batches(0, progress=tell):
+                for seq, payload in batch:
+                    _check_event(verdict, seq, payload)
     except CorruptionError as e:  # the log changed under us (a segment sealed with damage)
         verdict.errors.append(str(e))
     return verdict
+
+
+def _check_event(verdict: Verdict, seq: int, payload: bytes) -> None:
+    try:
+        decode_event(seq, payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        verdict.errors.append(f"event seq {seq} does not decode: {e}")

@@ -23,7 +23,7 @@ import msgspec
 
 from pilog.events import DeadLetter, Gap, Repair, decode_record
 from pilog.log import naming
-from pilog.log.reader import LogReader
+from pilog.log.reader import LogReader, Progress
 from pilog.log.writer import SegmentInfo
 
 log = logging.getLogger("pilog.index")
@@ -93,8 +93,13 @@ class IndexStore:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open_for_writer(cls, path: Path, log_dir: Path, epoch_hex: str) -> IndexStore:
-        """Open read-write; rebuild from `log_dir` when missing, damaged or of another log."""
+    def open_for_writer(
+        cls, path: Path, log_dir: Path, epoch_hex: str, progress: Progress | None = None
+    ) -> IndexStore:
+        """Open read-write; rebuild from `log_dir` when missing, damaged or of another log.
+
+        `progress` is told as segments are read, to the last byte (done == total) at the end.
+        """
         cursors: dict[str, int] = {}
         problem = "missing" if not path.exists() else None
         if problem is None:
@@ -102,7 +107,7 @@ class IndexStore:
                 store = cls(path)
                 problem = store._problem(epoch_hex)
                 if problem is None:
-                    store.reconcile(log_dir)
+                    store.reconcile(log_dir, progress)
                     return store
                 cursors = store._salvage_cursors(epoch_hex)
                 store.close()
@@ -123,7 +128,7 @@ class IndexStore:
             log.warning("index %s; %s", problem, fate)
         store = cls(path)
         store._create(epoch_hex)
-        store.rebuild(log_dir)
+        store.rebuild(log_dir, progress)
         for name, seq in cursors.items():
             store.set_cursor(name, seq)
         return store
@@ -168,11 +173,11 @@ class IndexStore:
                 [("schema_version", SCHEMA_VERSION), ("epoch", epoch_hex)],
             )
 
-    def rebuild(self, log_dir: Path) -> None:
+    def rebuild(self, log_dir: Path, progress: Progress | None = None) -> None:
         """Catalogue every segment and re-find incidents by reading the whole log."""
         started = time.monotonic()
         segments = naming.list_segments(log_dir)
-        rows, incidents = self._scan(log_dir, segments, [b for b, _ in segments])
+        rows, incidents = self._scan(log_dir, segments, [b for b, _ in segments], progress)
         with self._lock, self._db:
             self._db.execute("DELETE FROM segments")
             self._db.execute("DELETE FROM incidents")
@@ -186,7 +191,7 @@ class IndexStore:
                 time.monotonic() - started,
             )
 
-    def reconcile(self, log_dir: Path) -> None:
+    def reconcile(self, log_dir: Path, progress: Progress | None = None) -> None:
         """Match the catalogue to the sealed segments on disk.
 
         A crash can fall between sealing a segment and recording it, or between deleting
@@ -198,7 +203,7 @@ class IndexStore:
             known = {r[0] for r in self._db.execute("SELECT base_seq FROM segments WHERE sealed")}
         missing = sorted(sealed - known)
         stale = sorted(known - sealed)
-        rows, incidents = self._scan(log_dir, segments, missing) if missing else ([], [])
+        rows, incidents = self._scan(log_dir, segments, missing, progress) if missing else ([], [])
         if not (rows or stale):
             return
         with self._lock, self._db:
@@ -209,13 +214,17 @@ class IndexStore:
 
     @staticmethod
     def _scan(
-        log_dir: Path, segments: list[tuple[int, Path]], bases: list[int]
+        log_dir: Path,
+        segments: list[tuple[int, Path]],
+        bases: list[int],
+        progress: Progress | None = None,
     ) -> tuple[list[_SegmentRow], list[_IncidentRow]]:
         """Catalogue rows and incidents of the segments starting at `bases`."""
         reader = LogReader(log_dir)
         all_bases = [b for b, _ in segments]
         rows: list[_SegmentRow] = []
         incidents: list[_IncidentRow] = []
+        meter = _ScanMeter(progress, [segments[all_bases.index(b)][1] for b in bases])
         for base in bases:
             i = all_bases.index(base)
             path = segments[i][1]
@@ -223,7 +232,7 @@ class IndexStore:
             end = all_bases[i + 1] if sealed else None
             first_ts = last_ts = None
             last_seq = base - 1
-            for batch in reader.read_batches(base):
+            for batch in reader.read_batches(base, progress=meter.within(path)):
                 for seq, payload in batch:
                     if end is not None and seq >= end:
                         break
@@ -236,6 +245,8 @@ class IndexStore:
                     continue
                 break
             rows.append((base, last_seq, first_ts, last_ts, path.stat().st_size, int(sealed)))
+            meter.segment_done(path, last_seq + 1 - base)
+        meter.finish()
         return rows, incidents
 
     # -- segments ------------------------------------------------------------------------
@@ -392,6 +403,38 @@ class IndexStore:
 
 _SegmentRow = tuple[int, int, int | None, int | None, int, int]
 _IncidentRow = tuple[int, str, int, str]
+
+
+class _ScanMeter:
+    """Progress over a scan of some segments, each read on its own from its base seq."""
+
+    def __init__(self, progress: Progress | None, paths: list[Path]) -> None:
+        self._progress = progress
+        self._total = sum(p.stat().st_size for p in paths) if progress is not None else 0
+        self._bytes = self._records = 0  # of the segments done
+        if progress is not None:
+            progress(0, self._total, 0)
+
+    def within(self, path: Path) -> Progress | None:
+        """A callback for reading from `path` on: counts its bytes only, not its successors'."""
+        if self._progress is None:
+            return None
+        size = path.stat().st_size
+        tell = self._progress
+
+        def told(done: int, _total: int, records: int) -> None:
+            tell(self._bytes + min(done, size), self._total, self._records + records)
+
+        return told
+
+    def segment_done(self, path: Path, records: int) -> None:
+        self._bytes += path.stat().st_size
+        self._records += records
+        self._total = max(self._total, self._bytes)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress(self._total, self._total, self._records)
 
 
 def _rewind(row: tuple[Any, ...]) -> Rewind:

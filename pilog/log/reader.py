@@ -41,6 +41,9 @@ FOLLOW_POLL_S = 0.2
 
 Record = tuple[int, bytes]
 Batch = list[Record]
+# Told how far long work is: (bytes read, bytes to read, records read). Bytes are known up
+# front (segment sizes), so a caller can tell the time left; the total grows if the log does.
+Progress = Callable[[int, int, int], None]
 _NO_HEADER_IN_SEALED = "sealed segment has no header (empty or zero-filled)"
 
 
@@ -183,13 +186,14 @@ class LogReader:
         poll_s: float = FOLLOW_POLL_S,
         wait: Callable[[int, float], object] | None = None,
         yield_idle: bool = False,
+        progress: Progress | None = None,
     ) -> Iterator[Batch]:
         """As `read_from`, a non-empty list of records at a time (one read's worth).
 
         When following, `wait(next_seq, poll_s)` replaces sleeping `poll_s` at the end of the
         log (the writer's process waits on its durable watermark instead of polling files),
         and `yield_idle` yields an empty batch after each such wait: a tick for consumers
-        that act on time (a batch's linger).
+        that act on time (a batch's linger). `progress` is told after each batch.
         """
         segments = self.segments()
         if not segments:
@@ -201,12 +205,17 @@ class LogReader:
         bases = [b for b, _ in segments]
         i = max(bisect.bisect_right(bases, seq) - 1, 0)
         nxt: tuple[int, Path] | None = segments[i]
+        meter = _Meter(progress, segments[i:]) if progress is not None else None
         while nxt is not None:
             cursor = self._open(nxt[1], nxt[0], stop, poll_s, follow)
             if cursor is None:
                 return
             try:
-                nxt = yield from self._drain(cursor, seq, follow, stop, poll_s, wait, yield_idle)
+                drain = self._drain(cursor, seq, follow, stop, poll_s, wait, yield_idle)
+                if meter is None:
+                    nxt = yield from drain
+                else:
+                    nxt = yield from meter.metered(drain, cursor)
             finally:
                 cursor.close()
 
@@ -329,7 +338,7 @@ class LogReader:
                 cursor.close()
         return None
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress: Progress | None = None) -> VerifyReport:
         """Check every header and frame of every segment; collect what is wrong.
 
         Goes on after a damaged segment: the next one starts where its name says, so only a
@@ -337,6 +346,7 @@ class LogReader:
         """
         report = VerifyReport()
         segments = self.segments()
+        meter = _Meter(progress, segments) if progress is not None else None
         expect: int | None = None  # where the previous segment, if intact, says the next starts
         for i, (base, path) in enumerate(segments):
             newest = i == len(segments) - 1
@@ -358,15 +368,21 @@ class LogReader:
                 expect = None
                 continue
             try:
-                intact = self._verify_segment(cursor, report, newest, expect)
+                intact = self._verify_segment(cursor, report, newest, expect, meter)
             finally:
                 cursor.close()
             expect = cursor.next_seq if intact else None
+            if meter is not None:
+                meter.segment_done(path)
         return report
 
     @staticmethod
     def _verify_segment(
-        cursor: _SegmentCursor, report: VerifyReport, newest: bool, expect: int | None
+        cursor: _SegmentCursor,
+        report: VerifyReport,
+        newest: bool,
+        expect: int | None,
+        meter: _Meter | None = None,
     ) -> bool:
         """Check one segment whose header is good; True when its frames are intact."""
         name, base, hdr = cursor.name, cursor.base_seq, cursor.header
@@ -385,6 +401,8 @@ class LogReader:
             cursor.read(out)
             report.records += len(out)
             report.bytes += sum(len(p) for _, p in out)
+            if meter is not None:
+                meter.tell(cursor.offset, len(out))
             if not cursor.more:
                 break
         if not newest:
@@ -402,6 +420,54 @@ class LogReader:
                 report.first_seq = base
             report.last_seq = cursor.next_seq - 1
         return len(report.errors) == errors
+
+
+class _Meter:
+    """Bytes and records read so far of a list of segments, told to a `Progress`."""
+
+    def __init__(self, progress: Progress, segments: list[tuple[int, Path]]) -> None:
+        self._progress = progress
+        self._total = sum(_size(p) for _, p in segments)
+        self._before = 0  # bytes of the segments finished
+        self._records = 0
+        progress(0, self._total, 0)  # the total before the first read: time left from the start
+
+    def tell(self, offset: int, records: int) -> None:
+        """`records` more were read, up to `offset` of the current segment."""
+        self._records += records
+        done = self._before + offset
+        self._total = max(self._total, done)  # the log grew while we read it
+        self._progress(done, self._total, self._records)
+
+    def segment_done(self, path: Path) -> None:
+        self._before += _size(path)
+        self._total = max(self._total, self._before)
+        self._progress(self._before, self._total, self._records)
+
+    def metered(
+        self, drain: Generator[Batch, None, tuple[int, Path] | None], cursor: _SegmentCursor
+    ) -> Generator[Batch, None, tuple[int, Path] | None]:
+        """`drain`'s batches, telling after each one; its result once the segment is read."""
+        try:
+            while True:
+                try:
+                    batch = next(drain)
+                except StopIteration as end:
+                    successor: tuple[int, Path] | None = end.value
+                    if successor is not None:
+                        self._before += cursor.offset
+                    return successor
+                self.tell(cursor.offset, len(batch))
+                yield batch
+        finally:
+            drain.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # retention deleted it meanwhile
+        return 0
 
 
 @dataclass(slots=True)

@@ -22,8 +22,9 @@ from pilog.config import (
 from pilog.consumers.clock import ClockCorrection
 from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import LockedError
-from pilog.events import Event
+from pilog.events import Event, decode_event
 from pilog.history import History
+from pilog.log.reader import Progress
 from pilog.projections.base import (
     Projection,
     ProjectionError,
@@ -94,14 +95,20 @@ def open_runners(
     ]
 
 
-def rebuild(data_dir: Path, config: Config, names: list[str] | None = None) -> dict[str, int]:
+def rebuild(
+    data_dir: Path,
+    config: Config,
+    names: list[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """Reset the selected projections and fold the whole log into them again.
 
     For `pilog replay --projection NAME` while pilog is not running: a running pilog's runner
     would commit its own cursor over the rebuilt one. Readings get their corrected times, as
     in `pilog run`, and the fold stops where `pilog run` would hold: at a reading stamped
     before the clock was set whose boot has no clock step yet. Returns the next seq of each
-    projection (the log's next seq, or that reading's; 0 for an empty log).
+    projection (the log's next seq, or that reading's; 0 for an empty log). `progress` is
+    told as the log is read.
     """
     pid = writer_pid(DataDirPaths(data_dir))
     if pid is not None and pid != os.getpid():
@@ -111,17 +118,20 @@ def rebuild(data_dir: Path, config: Config, names: list[str] | None = None) -> d
         runners = open_runners(config, store, [projection_name(p) for p in selected])
         for runner in runners:
             runner.reset()
-        _feed(History(data_dir), runners)
+        _feed(History(data_dir), runners, progress)
         return {r.name: r.next_seq or 0 for r in runners}
 
 
-def _feed(history: History, runners: list[ProjectionRunner]) -> None:
+def _feed(
+    history: History, runners: list[ProjectionRunner], progress: Progress | None = None
+) -> None:
     last = history.last_seq()
     # pilog is not running: what is on disk is all the log there is.
     clock = ClockCorrection(history.reader, lambda: -1 if last is None else last)
     batch: list[Event] = []
     since_commit = 0
-    for event in history.events(0):
+    read = history.reader.read_batches(0, progress=progress)
+    for event in (decode_event(seq, payload) for records in read for seq, payload in records):
         batch.append(event)
         if len(batch) < _REBUILD_BATCH:
             continue
