@@ -94,6 +94,7 @@ def _bar(console: Console, events: bool) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        refresh_per_second=4,  # enough for a human; fewer redraws over a slow SSH link
         # Output written meanwhile goes where it would without the bar (stdout stays stdout).
         redirect_stdout=False,
         redirect_stderr=False,
