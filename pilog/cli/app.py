@@ -18,7 +18,23 @@ from pilog.cli.common import (
     resolve_config,
     setup_logging,
 )
+from pilog.cli.counts import counted
 from pilog.errors import PilogError
+
+
+def _flags_show_no_type() -> None:
+    """Help lists a boolean flag as `--follow -f`, not `--follow -f <bool>`."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="pilog",
@@ -175,7 +191,8 @@ def verify(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         )
         raise typer.Exit(1)
     print(
-        f"ok: {verdict.segments} segment(s), {verdict.records} event(s), {span} "
+        f"ok: {counted(verdict.segments, 'segment')}, {counted(verdict.records, 'event')}, "
+        f"{span} "
         f"in {history.paths.log_dir}"
     )
 
@@ -205,10 +222,13 @@ def repair(
         kept = f"; original kept in {r.quarantined}" if r.quarantined else ""
         print(f"{verb} {r.describe()}{kept}")
     if not report.repairs:
-        print(f"nothing to repair: {report.scanned} sealed segment(s) intact")
+        print(f"nothing to repair: {counted(report.scanned, 'sealed segment')} intact")
     elif not dry_run:
         lost = sum(r.lost_count for r in report.repairs)
-        print(f"{len(report.repairs)} segment(s) repaired, {lost} record(s) lost (now Gap events)")
+        print(
+            f"{counted(len(report.repairs), 'segment')} repaired, "
+            f"{counted(lost, 'record')} lost (now Gap events)"
+        )
     if report.refused:
         raise typer.Exit(1)
 
@@ -236,26 +256,27 @@ def check(
 
 
 @app.command()
-def drivers() -> None:
-    """List the drivers a sensor can name, with what each reads."""
-    from importlib.metadata import entry_points
+def drivers(
+    name: Annotated[
+        str | None, typer.Argument(help="A driver: print its options and sample config")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """List the drivers a sensor can name, or one driver's options and sample config."""
+    from pilog.cli import drivers as drivers_cmd
 
-    from rich.console import Console
-    from rich.table import Table
-
-    from pilog.drivers import BUILTIN, StreamingDriver, find_driver
-
-    table = Table("driver", "kind", "reads")
-    names = sorted(BUILTIN) + sorted(ep.name for ep in entry_points(group="pilog.drivers"))
-    for name in names:
-        try:
-            cls = find_driver(name)
-        except PilogError as e:
-            table.add_row(name, "-", f"[red]cannot load:[/] {e}")
-            continue
-        kind = "streaming" if issubclass(cls, StreamingDriver) else "polling"
-        table.add_row(name, kind, cls.description)
-    Console().print(table)
+    if name is None:
+        listing = drivers_cmd.listing()
+        if as_json:
+            print(json.dumps(listing, indent=2))
+        else:
+            drivers_cmd.render_listing(listing)
+        return
+    described = drivers_cmd.describe(name)
+    if as_json:
+        print(json.dumps(described, indent=2))
+    else:
+        drivers_cmd.render(described)
 
 
 @app.command()
@@ -315,7 +336,8 @@ def replay(
         now_ns=time.time_ns(),
     )
     for t in targets:
-        readings = f" ({t.readings} readings)" if t.name.startswith("sink:") and t.rewind else ""
+        shown = t.name.startswith("sink:") and t.rewind
+        readings = f" ({counted(t.readings, 'reading')})" if shown else ""
         print(f"{t.name}: {t.note}{readings}")
     if dry_run:
         print("dry run: nothing changed")
@@ -358,7 +380,7 @@ def export(
     else:
         with output.open("w", encoding="utf-8", newline="") as f:
             n = export_cmd.export(*args, fmt=fmt, sensors=set(sensor or ()), out=f)
-    print(f"exported {n} reading(s) from {history.paths.root}", file=sys.stderr)
+    print(f"exported {counted(n, 'reading')} from {history.paths.root}", file=sys.stderr)
 
 
 show_app = typer.Typer(help="Read the projections of a running or stopped pilog.")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pilog.cli.common import human_age, human_bytes
+from pilog.cli.counts import counted
 from pilog.config import Config, projection_name
 from pilog.control import StatusRequest, query
 from pilog.datadir import writer_pid
@@ -166,7 +167,7 @@ def render(status: dict[str, Any], console: Console) -> None:
         ("durability", _durability_line(status["durability"])),
         ("repairs", str(status["repairs"])),
         ("gaps", str(status["gaps"])),
-        ("quarantine", f"{len(status['quarantined_files'])} file(s)"),
+        ("quarantine", counted(len(status["quarantined_files"]), "file")),
         ("index", status["index"]),
     ]
     rows.append(("dead letters", str(status["dead_letters"])))
@@ -183,8 +184,38 @@ def render(status: dict[str, Any], console: Console) -> None:
         console.print(_driver_table(status["drivers"]))
     elif not status["writer_pid"]:
         console.print("drivers: pilog is not running (health is live state)")
-    for inc in status["incidents"]:
-        console.print(f"  {inc['ts']}  #{inc['seq']}  {inc['kind']}: {inc['detail']}")
+    if status["incidents"]:
+        console.print(_incident_table(status["incidents"]), highlight=False)
+
+
+INCIDENT_KINDS = {"gap": "gap", "repair": "repair", "dead_letter": "dead letter"}
+
+
+def _incident_table(incidents: list[dict[str, Any]]) -> Table:
+    table = Table(title="recent incidents (newest first)", title_justify="left")
+    for col in ("time", "seq", "kind", "detail"):
+        table.add_column(col)
+    for inc in incidents:
+        table.add_row(
+            inc["ts"],
+            str(inc["seq"]),
+            INCIDENT_KINDS.get(inc["kind"], inc["kind"]),
+            _detail_cell(inc["detail"]),
+        )
+    return table
+
+
+def _detail_cell(detail: object) -> str:
+    """`reason: disk full, count: 3`: the fields that say something, in words, not a dict."""
+    if not isinstance(detail, dict):
+        return str(detail)
+    parts = []
+    for key, value in detail.items():
+        if value is None or value in ("", {}, []):
+            continue
+        text = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+        parts.append(f"{key.replace('_', ' ')}: {text}")
+    return "; ".join(parts) or "-"
 
 
 def _durability_line(d: dict[str, Any]) -> str:
@@ -218,7 +249,7 @@ def _consumer_table(consumers: list[dict[str, Any]]) -> Table:
         live = c.get("live") or {}
         lag = "-"
         if "lag_events" in c:
-            lag = f"{c['lag_events']} events, {human_age(c['lag_s'])}"
+            lag = f"{counted(c['lag_events'], 'event')}, {human_age(c['lag_s'])}"
         last_ok = live.get("last_ok_ns")
         table.add_row(
             c["name"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import sys
 import threading
 from typing import TextIO
@@ -80,14 +81,31 @@ def _ns_since_epoch(t: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+DISPLAY_DIGITS = 6  # significant digits on a terminal; --json keeps every bit
+
+
+def display_value(value: object) -> str:
+    """A value as a person reads it: floats rounded to DISPLAY_DIGITS, shortest repr."""
+    if isinstance(value, float):
+        return repr(float(f"{value:.{DISPLAY_DIGITS}g}"))
+    return str(value)
+
+
 def human_line(event: Event) -> str:
+    """One event on one line, values at display precision."""
     body = event.body
     head = f"{rfc3339(event.ts_ns)}  #{event.seq:<8d} {event.type:<14}"
     if isinstance(body, Reading):
-        vals = "  ".join(f"{k}={v}" for k, v in body.values.items())
+        vals = "  ".join(f"{k}={display_value(v)}" for k, v in body.values.items())
         return f"{head} {body.sensor:<12} {vals}"
     fields = msgspec.structs.asdict(body)
     return head + " " + "  ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def fit(line: str, width: int) -> str:
+    """The line cut to `width` columns with an ellipsis, so one event never wraps."""
+    line = " ".join(line.splitlines())  # a note's own newlines would break the line too
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "\u2026"
 
 
 def tail(
@@ -103,6 +121,8 @@ def tail(
     ident: tuple[str, str] | None = None  # device id and epoch, once the log exists
     stop = threading.Event()
     encoder = msgspec.json.Encoder()
+    # On a terminal a line wider than the window wraps; cut it. Elsewhere keep it whole.
+    width = shutil.get_terminal_size().columns if out.isatty() else 0
     try:
         for event in history.events(from_seq, follow=follow, stop=stop):
             if types and event.type not in types:
@@ -114,6 +134,8 @@ def tail(
                     header = history.header()  # `tail -f` may have started before the log
                     ident = (header.device_id, header.epoch_hex) if header else ("", "")
                 out.write(encoder.encode(event_to_json(event, *ident)).decode() + "\n")
+            elif width:
+                out.write(fit(human_line(event), width) + "\n")
             else:
                 out.write(human_line(event) + "\n")
             if follow:

@@ -156,7 +156,7 @@ def test_tail_follow_on_a_data_dir_yet_to_be_made_says_it_waits_for_it(tmp_path:
 def test_export_names_the_absolute_data_dir_it_read(stopped: Path) -> None:
     result = pilog("export", "-c", "pilog.toml", cwd=stopped)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.endswith(f"reading(s) from {stopped / 'data'}\n")
+    assert result.stderr.endswith(f"readings from {stopped / 'data'}\n")
 
 
 def test_verify_names_the_absolute_log_it_checked(stopped: Path) -> None:
