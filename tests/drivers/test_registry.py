@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
+from helpers import pilog as pilog_cli
 
 import pilog.drivers
 from pilog.config import parse_config
@@ -157,3 +160,51 @@ def test_driver_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     )
     ((_, cls, _),) = load_drivers(config)
     assert cls.name == "synthetic"
+
+
+# -- pilog drivers ------------------------------------------------------------------------
+
+
+def test_drivers_json_lists_every_builtin_with_kind_and_what_it_reads() -> None:
+    result = pilog_cli("drivers", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {d["name"]: d for d in json.loads(result.stdout)}
+    assert set(BUILTIN) <= set(listed)
+    for name in BUILTIN:
+        assert listed[name]["kind"] in ("polling", "streaming")
+        assert listed[name]["reads"] == find_driver(name).description
+        assert listed[name]["error"] is None
+
+
+def test_drivers_name_prints_options_and_a_sample_ready_to_paste() -> None:
+    result = pilog_cli("drivers", "bme280", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "options" in out
+    row = next(line for line in out.splitlines() if "│ address" in line)
+    assert "118" in row  # the default
+    assert "SDO low / high" in row  # the field's doc
+    sample = out[
+        out.index("sample config (sample.toml):\n") + len("sample config (sample.toml):\n") :
+    ]
+    assert sample == (DRIVERS_DIR / "bme280" / "sample.toml").read_text()
+    assert parse_config(tomllib.loads(sample), "pasted", {}).sensor[0].driver == "bme280"
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_drivers_name_json_has_every_option_and_the_sample(name: str) -> None:
+    result = pilog_cli("drivers", name, "--json")
+    assert result.returncode == 0, result.stderr
+    described = json.loads(result.stdout)
+    fields = msgspec.structs.fields(find_driver(name).Options)
+    assert [o["name"] for o in described["options"]] == [f.encode_name for f in fields]
+    assert all({"type", "default", "doc", "required"} <= set(o) for o in described["options"])
+    assert described["sample"] == (DRIVERS_DIR / name / "sample.toml").read_text()
+
+
+def test_drivers_unknown_name_exits_2_with_a_suggestion() -> None:
+    result = pilog_cli("drivers", "bme208")
+    assert result.returncode == 2
+    assert "unknown driver 'bme208'" in result.stderr
+    assert "bme280" in result.stderr
+    assert "pilog drivers" in result.stderr
