@@ -350,6 +350,9 @@ class LogReader:
         expect: int | None = None  # where the previous segment, if intact, says the next starts
         for i, (base, path) in enumerate(segments):
             newest = i == len(segments) - 1
+            if meter is not None and i:
+                # Counted here, so a segment skipped for a bad header counts as read too.
+                meter.segment_done(segments[i - 1][1])
             try:
                 cursor = _SegmentCursor(path, base)
             except _NotYet:
@@ -372,8 +375,8 @@ class LogReader:
             finally:
                 cursor.close()
             expect = cursor.next_seq if intact else None
-            if meter is not None:
-                meter.segment_done(path)
+        if meter is not None and segments:
+            meter.segment_done(segments[-1][1])
         return report
 
     @staticmethod

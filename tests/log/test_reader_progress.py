@@ -47,3 +47,20 @@ def test_verify_reports_bytes_and_records_up_to_the_end(tmp_path: Path) -> None:
     assert report.ok
     assert told[0] == (0, total, 0)
     assert told[-1] == (total, total, report.records)
+
+
+def test_verify_counts_a_segment_with_a_damaged_header_as_read(tmp_path: Path) -> None:
+    log_dir = tmp_path / "log"
+    total = three_segments(log_dir)
+    middle = sorted(log_dir.iterdir())[1]
+    raw = bytearray(middle.read_bytes())
+    raw[0] ^= 0xFF  # bad magic
+    middle.write_bytes(bytes(raw))
+    told: list[tuple[int, int, int]] = []
+
+    def tell(done: int, total: int, records: int) -> None:
+        told.append((done, total, records))
+
+    report = LogReader(log_dir).verify(tell)
+    assert not report.ok
+    assert told[-1] == (total, total, report.records)
