@@ -186,15 +186,24 @@ def rfc3339(ts_ns: int) -> str:
 
 
 def event_to_json(event: Event, device_id: str, epoch_hex: str) -> dict[str, Any]:
-    """The flat JSON object of `pilog tail --json`: id, seq, ts, type, then the body's fields."""
+    """The flat JSON object of an event (`pilog tail --json`, dead letters).
+
+    A reading has the `http-json` wire contract's keys (`id`, `device_id`, `seq`,
+    `timestamp`, `sensor`, `sensor_type`, `payload`), as `pilog export` writes it; every event
+    adds `ts_ns`, `mono_ns`, `boot_id` and `type`; other events carry their body's fields."""
     obj: dict[str, Any] = {
         "id": event_id(device_id, epoch_hex, event.seq),
+        "device_id": device_id,
         "seq": event.seq,
-        "ts": rfc3339(event.ts_ns),
+        "timestamp": rfc3339(event.ts_ns),
         "ts_ns": event.ts_ns,
         "mono_ns": event.mono_ns,
         "boot_id": str(uuid.UUID(bytes=event.boot_id)) if len(event.boot_id) == 16 else "",
         "type": event.type,
     }
-    obj.update(msgspec.structs.asdict(event.body))
+    body = event.body
+    if isinstance(body, Reading):
+        obj.update(sensor=body.sensor, sensor_type=body.sensor_type, payload=body.values)
+    else:
+        obj.update(msgspec.structs.asdict(body))
     return obj

@@ -216,7 +216,7 @@ def test_a_serial_port_spewing_noise_gives_only_its_valid_lines(tmp_path: Path) 
             assert p.alive()
             assert p.stop() == 0, p.stderr.text()
     events = tail_json("-c", config, "--from", "0")
-    got = [e["values"] for e in events if e["type"] == "reading"]
+    got = [e["payload"] for e in events if e["type"] == "reading"]
     # Only the valid lines, each once, in order (noise can never parse as JSON of this shape).
     assert [v["n"] for v in got] == list(range(len(good))), got
     rejected = [line for line in p.stderr.lines if "rejected input" in line]

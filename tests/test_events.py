@@ -98,10 +98,11 @@ def test_tail_json_is_flat_with_id_seq_ts_type_and_body_fields() -> None:
     obj = event_to_json(event, "dev", "00" * 16)
     assert obj["id"] == f"dev:{'00' * 16}:5"
     assert obj["seq"] == 5
-    assert obj["ts"] == "2026-11-22T03:35:49.107129Z"
+    assert obj["timestamp"] == "2026-11-22T03:35:49.107129Z"
     assert obj["type"] == "reading"
     assert obj["sensor"] == "lab-air"
-    assert obj["values"]["pressure_hpa"] == 1013.25
+    assert obj["payload"]["pressure_hpa"] == 1013.25
+    assert obj["device_id"] == "dev"
     assert obj["boot_id"] == "00010203-0405-0607-0809-0a0b0c0d0e0f"
     msgspec.json.encode(obj)  # serialisable as is
 

@@ -67,7 +67,7 @@ def test_terminal_shows_values_at_display_precision_json_keeps_full(logged: Path
     assert "temperature_c=23.0 " in lines[0] + " "
     assert "23.000000000000007" not in lines[0]
     piped = pilog("tail", "-c", logged, "--from", "0", "--sensor", "air")
-    assert json.loads(piped.stdout.splitlines()[0])["values"]["temperature_c"] == NOISY
+    assert json.loads(piped.stdout.splitlines()[0])["payload"]["temperature_c"] == NOISY
 
 
 def test_terminal_prints_one_line_per_event_cut_to_its_width(logged: Path) -> None:
@@ -76,7 +76,7 @@ def test_terminal_prints_one_line_per_event_cut_to_its_width(logged: Path) -> No
     assert all(len(line) <= 80 for line in lines), lines
     assert lines[1].endswith("\u2026")
     piped = pilog("tail", "-c", logged, "--from", "0", "--sensor", "wide")
-    assert json.loads(piped.stdout)["values"] == LONG_FIELDS  # nothing cut when piped
+    assert json.loads(piped.stdout)["payload"] == LONG_FIELDS  # nothing cut when piped
 
 
 def test_counts_are_in_words(logged: Path) -> None:
@@ -135,3 +135,23 @@ def test_tail_help_lists_follow_without_a_value() -> None:
     assert follow.split("--follow")[1].split()[:2] == ["-f", "Keep"], follow
     since = next(line for line in result.stdout.splitlines() if "--from" in line)
     assert "<str>" in since  # options that take a value still say what kind
+
+
+def test_tail_json_and_export_ndjson_share_the_wire_schema_for_a_reading(logged: Path) -> None:
+    tailed = [
+        json.loads(x) for x in pilog("tail", "-c", logged, "--from", "0").stdout.split("\n")[:-1]
+    ]
+    exported = [json.loads(x) for x in pilog("export", "-c", logged).stdout.splitlines()]
+    readings = [e for e in tailed if e["type"] == "reading"]
+    assert len(exported) == len(readings) == 2
+    for wire, tail in zip(exported, readings, strict=True):
+        assert set(wire) == {
+            "id",
+            "device_id",
+            "seq",
+            "sensor",
+            "sensor_type",
+            "payload",
+            "timestamp",
+        }
+        assert {k: tail[k] for k in wire} == wire  # tail adds ts_ns, mono_ns, boot_id, type

@@ -79,15 +79,15 @@ def test_json_lines_carry_id_seq_utc_time_type_and_body_fields(
     history = {e.seq: e for e in History(load_config(config).data_dir).events(0)}
     for event in events:
         assert event["id"] == f"{DEVICE_ID}:{epoch}:{event['seq']}"
-        assert RFC3339_UTC.match(event["ts"]), event["ts"]
+        assert RFC3339_UTC.match(event["timestamp"]), event["timestamp"]
         stored = history[event["seq"]]
-        assert ns_of(event["ts"]) == stored.ts_ns // 1000 * 1000
+        assert ns_of(event["timestamp"]) == stored.ts_ns // 1000 * 1000
         assert event["type"] == stored.type
         if isinstance(stored.body, Reading):
             assert event["sensor"] == stored.body.sensor
             assert event["sensor_type"] == "synthetic"
-            assert event["values"] == stored.body.values
-            assert set(event["values"]) == {"temperature_c", "humidity_pct", "pressure_hpa"}
+            assert event["payload"] == stored.body.values
+            assert set(event["payload"]) == {"temperature_c", "humidity_pct", "pressure_hpa"}
     types = {e["type"] for e in events}
     assert {"driver_started", "reading", "driver_stopped"} <= types
 
@@ -128,7 +128,7 @@ def test_terminal_output_is_human_lines(stopped_log: tuple[Path, list[dict[str, 
     assert len(lines) == 3
     for line, event in zip(lines, events[-3:], strict=True):
         assert not line.startswith("{")
-        assert event["ts"] in line
+        assert event["timestamp"] in line
         assert f"#{event['seq']}" in line
         assert event["type"] in line
 
@@ -156,10 +156,10 @@ def test_from_time_starts_at_the_first_event_at_or_after_it(
 ) -> None:
     config, events = stopped_log
     target = events[len(events) // 2]
-    expected = [e for e in events if e["ts_ns"] >= ns_of(target["ts"])]
-    assert tail_json("-c", config, "--from", target["ts"]) == expected
+    expected = [e for e in events if e["ts_ns"] >= ns_of(target["timestamp"])]
+    assert tail_json("-c", config, "--from", target["timestamp"]) == expected
     # The same instant written with an offset, and a time after the last event.
-    t = dt.datetime.fromisoformat(target["ts"].replace("Z", "+00:00"))
+    t = dt.datetime.fromisoformat(target["timestamp"].replace("Z", "+00:00"))
     in_berlin = t.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat()
     assert tail_json("-c", config, "--from", in_berlin) == expected
     later = rfc3339(events[-1]["ts_ns"] + 1000)

@@ -171,7 +171,7 @@ def test_a_poison_reading_becomes_a_dead_letter_and_the_rest_is_delivered(
     lines = (tmp_path / "deadletter" / "api.ndjson").read_text().splitlines()
     entry = json.loads(lines[0])
     assert entry["event"]["seq"] == poison
-    assert entry["event"]["values"] == {"i": 17}
+    assert entry["event"]["payload"] == {"i": 17}
     assert rig.uploader.state.dead_letters == 1
 
 
