@@ -19,6 +19,7 @@ from typing import Any
 
 from pilog.clock import Clock
 from pilog.config import Config, SensorConfig, driver_dirs
+from pilog.counts import counted
 from pilog.datadir import EventLog
 from pilog.drivers import DriverContext, PollingDriver, StreamingDriver, load_sensor
 from pilog.drivers.base import READ_WAIT_S, Payload
@@ -305,7 +306,9 @@ class Runtime:
     def _report_dropped(self, sensor: SensorConfig, health: DriverHealth) -> None:
         if self._append(_dropped_gap(health), incident=True) is not None:
             log.warning(
-                "sensor %s: %d readings were dropped at the source", sensor.name, health.dropped
+                "sensor %s: %s dropped at the source",
+                sensor.name,
+                counted(health.dropped, "reading"),
             )
             health.dropped = 0
 
@@ -318,9 +321,9 @@ class Runtime:
         for health in self._stopped:
             if health.dropped and await self._append_draining(_dropped_gap(health), True):
                 log.warning(
-                    "sensor %s: %d readings were dropped at the source",
+                    "sensor %s: %s dropped at the source",
                     health.sensor,
-                    health.dropped,
+                    counted(health.dropped, "reading"),
                 )
                 health.dropped = 0
             await self._append_draining(DriverStopped(health.sensor, "pilog stopping"))

@@ -29,6 +29,7 @@ from pilog.control import (
     RetryRequest,
     StatusRequest,
 )
+from pilog.counts import counted
 from pilog.datadir import EventLog
 from pilog.durability import durability
 from pilog.ephemeral import check_owner
@@ -68,8 +69,8 @@ def run(config: Config, index_progress: Progress | None = None) -> None:
         consumers = ConsumerGroup.open(config, events)
         writer = events.writer
         log.info(
-            "pilog running: %d sensor(s), data in %s, next seq %d, fsync=%s (config: %s)",
-            len(config.sensor),
+            "pilog running: %s, data in %s, next seq %d, fsync=%s (config: %s)",
+            counted(len(config.sensor), "sensor"),
             Path(config.data_dir).resolve(),
             writer.next_seq,
             config.log.fsync,
@@ -244,7 +245,7 @@ async def _serve(
     if notifier.watchdog_interval_s:
         watchdog = asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval_s))
     notifier.notify(
-        f"READY=1\nSTATUS=logging {len(config.sensor)} sensor(s)\nMAINPID={os.getpid()}"
+        f"READY=1\nSTATUS=logging {counted(len(config.sensor), 'sensor')}\nMAINPID={os.getpid()}"
     )
     try:
         await runtime.run()

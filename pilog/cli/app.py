@@ -18,7 +18,7 @@ from pilog.cli.common import (
     resolve_config,
     setup_logging,
 )
-from pilog.cli.counts import counted
+from pilog.counts import counted
 from pilog.errors import PilogError
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pilog.clock import SystemClock
 from pilog.config import Config, SensorConfig, SinkConfig, driver_dirs
+from pilog.counts import counted
 from pilog.drivers import DriverContext, StreamingDriver, find_driver
 from pilog.drivers.base import parse_options
 from pilog.durability import durability
@@ -82,7 +83,9 @@ def _check_sensor(config: Config, sensor: SensorConfig, timeout_s: float) -> Out
                 else:
                     payloads = driver.poll()
                     fields = sorted({k for p in payloads for k in p})
-                    result["detail"] = f"read {len(payloads)} reading(s): {', '.join(fields)}"
+                    result["detail"] = (
+                        f"read {counted(len(payloads), 'reading')}: {', '.join(fields)}"
+                    )
             finally:
                 driver.close()
         except Exception as e:

@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from pilog.counts import counted
 from pilog.log.reader import Progress as ProgressFn
 
 
@@ -35,7 +36,8 @@ class _EventsColumn(ProgressColumn):
         events = int(task.fields.get("events", 0))
         elapsed = task.finished_time if task.finished else task.elapsed
         rate = events / elapsed if elapsed else 0.0
-        return Text(f"{events:,} events {rate:,.0f} events/s", style="progress.data.speed")
+        done = counted(events, "event", thousands=True)
+        return Text(f"{done} {rate:,.0f} events/s", style="progress.data.speed")
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from pathlib import Path
 from pilog.cli.progress import progress
 from pilog.cli.tail import parse_from
 from pilog.config import Config, projection_name
+from pilog.counts import counted
 from pilog.datadir import DataDirPaths, writer_pid
 from pilog.errors import PilogError
 from pilog.events import Reading, decode_event
@@ -70,7 +71,7 @@ def plan(
         key = f"projection:{name}"
         t = Target(key, cursors.get(key), Rewind(key, first, None, None, False, now_ns))
         t.events = last + 1 - first
-        t.note = f"rebuilt from seq {first} ({t.events} events)"
+        t.note = f"rebuilt from seq {first} ({counted(t.events, 'event')})"
         targets.append(t)
     _count_readings(history, [t for t in targets if t.name.startswith("sink:")])
     return targets

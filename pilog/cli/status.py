@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pilog.cli.common import human_age, human_bytes
-from pilog.cli.counts import counted
 from pilog.config import Config, projection_name
 from pilog.control import StatusRequest, query
+from pilog.counts import counted
 from pilog.datadir import writer_pid
 from pilog.durability import durability_dict
 from pilog.events import rfc3339
@@ -236,7 +236,9 @@ def _writer_line(w: dict[str, Any]) -> str:
 def _clock_line(clock: dict[str, Any]) -> str:
     if not clock["steps"]:
         return "no step since start"
-    return f"{clock['steps']} step(s) since start, last {clock['last_step_ns'] / 1e9:+.3f}s"
+    return (
+        f"{counted(clock['steps'], 'step')} since start, last {clock['last_step_ns'] / 1e9:+.3f}s"
+    )
 
 
 def _consumer_table(consumers: list[dict[str, Any]]) -> Table:

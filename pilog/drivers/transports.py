@@ -35,7 +35,7 @@ def close_owned(bus: Any, owned: bool) -> None:
             bus.close()
 
 
-BusKind = Literal["i2c", "spi", "serial"]
+BusKind = Literal["i2c", "spi", "serial", "w1"]
 
 # Raspberry Pi OS Bookworm moved the boot partition; older releases mount it at /boot.
 _CONFIG_TXT = "/boot/firmware/config.txt (older: /boot/config.txt)"
@@ -52,8 +52,19 @@ _ENABLE = {
         f"the UART is off: on a Raspberry Pi add enable_uart=1 to {_CONFIG_TXT}, remove "
         "console=serial0,115200 from cmdline.txt (the serial console holds the port), then reboot"
     ),
+    "w1": (
+        f"the 1-wire bus is off: on a Raspberry Pi add dtoverlay=w1-gpio to {_CONFIG_TXT} "
+        "or enable 1-Wire under Interface Options in `sudo raspi-config`, then reboot; the "
+        "data line goes to GPIO 4 (dtoverlay=w1-gpio,gpiopin=N for another pin)"
+    ),
 }
 _GROUP = {"i2c": "i2c", "spi": "spi", "serial": "dialout"}
+# What to check when the bus is up but a DS18B20 (or another 1-wire device) is not on it:
+# the datasheet's (19-7487, "Powering the DS18B20") 4.7 kΩ pull-up on the data line.
+W1_WIRING = (
+    "check the probe's wiring (data to the dtoverlay=w1-gpio pin, GPIO 4 by default, with a "
+    "4.7 kΩ pull-up to 3.3 V) and its id"
+)
 # The Pi's own UARTs; any other serial device (USB adapters) is absent because it is unplugged.
 _PI_UART = re.compile(r"ttyAMA\d+|ttyS0|serial[01]")
 
@@ -84,7 +95,9 @@ def device_error_message(err: int | None, path: str, bus: BusKind, reason: str =
             "ls /dev/serial/by-id/ (stable across re-plugging)"
         )
     if err in (errno.EACCES, errno.EPERM):
-        group = _GROUP[bus]
+        group = _GROUP.get(bus)
+        if group is None:  # 1-wire: w1_therm's sysfs files are world-readable unless changed
+            return f"{path}: permission denied: make it readable by the user pilog runs as"
         return (
             f"{path}: permission denied: add the user pilog runs as to group {group} "
             f"(sudo usermod -aG {group} USER), then log in again or restart the service"
@@ -101,3 +114,10 @@ def device_error(e: OSError, path: str, bus: BusKind) -> OSError:
     error = kind(device_error_message(e.errno, path, bus, reason))
     error.errno = e.errno  # strerror and filename stay unset: they would replace the message
     return error
+
+
+def w1_missing_message(root: str, devices: list[str]) -> str:
+    """Why listed 1-wire `devices` are not under `root` (the bus's sysfs dir), and what to do."""
+    paths = ", ".join(f"{root}/{d}" for d in devices)
+    verb = "does" if len(devices) == 1 else "do"
+    return f"{paths} {verb} not exist: {W1_WIRING} (ls {root} lists the devices the bus found)"

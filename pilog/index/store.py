@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from pilog.counts import counted
 from pilog.events import DeadLetter, Gap, Repair, decode_record
 from pilog.log import naming
 from pilog.log.reader import LogReader, Progress
@@ -185,9 +186,9 @@ class IndexStore:
             self._db.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?)", incidents)
         if any(r[1] >= r[0] for r in rows):  # a log with events, not one just created
             log.info(
-                "index rebuilt: %d segments, %d incidents in %.1fs",
-                len(rows),
-                len(incidents),
+                "index rebuilt: %s, %s in %.1fs",
+                counted(len(rows), "segment"),
+                counted(len(incidents), "incident"),
                 time.monotonic() - started,
             )
 
@@ -210,7 +211,9 @@ class IndexStore:
             self._db.executemany("DELETE FROM segments WHERE base_seq = ?", [(b,) for b in stale])
             self._db.executemany("INSERT OR REPLACE INTO segments VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.executemany("INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?)", incidents)
-        log.info("index reconciled: %d segment(s) added, %d removed", len(rows), len(stale))
+        log.info(
+            "index reconciled: %s added, %d removed", counted(len(rows), "segment"), len(stale)
+        )
 
     @staticmethod
     def _scan(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pilog.counts import counted
 from pilog.errors import CorruptionError, FormatVersionError, LogError
 from pilog.log import naming
 from pilog.log.format import (
@@ -60,13 +61,14 @@ class Repair:
 
     def describe(self) -> str:
         extra = (
-            f"; {self.frames_after_damage} intact frame(s) followed the damage"
+            f"; {counted(self.frames_after_damage, 'intact frame')} followed the damage"
             if self.frames_after_damage
             else ""
         )
         kept = f", kept in {self.quarantined}" if self.quarantined else ""
         return (
-            f"repaired {self.segment}: cut {self.bytes_cut} bytes at offset {self.offset} "
+            f"repaired {self.segment}: cut {counted(self.bytes_cut, 'byte')} "
+            f"at offset {self.offset} "
             f"({self.reason}){kept}{extra}"
         )
 

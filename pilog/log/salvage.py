@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pilog.counts import counted
 from pilog.errors import CorruptionError, FormatVersionError
 from pilog.log import naming
 from pilog.log.format import (
@@ -85,7 +86,7 @@ class SegmentRepair:
         lost = f"lost seq {runs}" if runs else "no record lost"
         return (
             f"{self.segment} (seq {self.base_seq}..{self.last_seq}): {where}; "
-            f"kept {len(self.kept)} record(s), {lost}"
+            f"kept {counted(len(self.kept), 'record')}, {lost}"
         )
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pilog.counts import counted
+
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 MAP_SIZE_BYTES = 1 * GIB  # 64-bit: address space is plentiful
 MAP_SIZE_MAX_BYTES = 1 << 40  # 64-bit: the disk, not the map, is the limit (lmdb says so)
@@ -43,7 +45,7 @@ def size_text(n: int) -> str:
     for unit, k in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n >= k and n % k == 0:
             return f"{n // k}{unit}"
-    return f"{n} bytes"
+    return counted(n, "byte")
 
 
 def address_space_free(size: int) -> bool:

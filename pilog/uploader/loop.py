@@ -37,6 +37,7 @@ from pathlib import Path
 from pilog.cli.common import human_age
 from pilog.config import InfluxLineSinkConfig, SinkConfig
 from pilog.consumers.base import IDLE_WAIT_S, Consumer, Restart
+from pilog.counts import counted
 from pilog.datadir import EventLog
 from pilog.events import DeadLetter, Event, Reading, event_to_json
 from pilog.index.store import Rewind
@@ -236,9 +237,9 @@ class Uploader(Consumer):
         now = time.time_ns()
         if st.failing_since_ns is not None:
             log.warning(
-                "sink %s: delivering again after %d failed attempt(s) over %s; last error: %s",
+                "sink %s: delivering again after %s over %s; last error: %s",
                 self.config.name,
-                st.attempts,
+                counted(st.attempts, "failed attempt"),
                 human_age((now - st.failing_since_ns) / 1e9),
                 st.last_error,
             )

@@ -23,6 +23,7 @@ from helpers import (
     write_config,
 )
 
+from pilog.counts import counted
 from pilog.log.naming import list_segments
 
 FS_BYTES = 4 << 20
@@ -177,7 +178,7 @@ def test_stop_right_after_space_returns_records_the_refused_readings_and_driver_
     assert last[0]["type"] == "gap"
     assert last[0]["sensor"] == "fast"
     assert last[0]["count"] > 0
-    assert f"sensor fast: {last[0]['count']} readings were dropped" in run.stderr.text()
+    assert f"sensor fast: {counted(last[0]['count'], 'reading')} dropped" in run.stderr.text()
     assert status_json("-c", config)["gaps"] >= 1
     assert pilog("verify", "-c", config).returncode == 0
     assert len(list_segments(small_fs / "data" / "log")) >= 2

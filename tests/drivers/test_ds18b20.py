@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from helpers import CORPUS
 
 from pilog.drivers.ds18b20.driver import parse_w1_slave
+from pilog.drivers.transports import device_error_message
 from pilog.errors import ConfigError
 from pilog.testing.drivers import open_driver, run_driver
 
@@ -146,24 +148,36 @@ def test_datasheet_range_ends_are_readings() -> None:
         assert parse_w1_slave(text) == milli
 
 
-def test_missing_bus_fails_open_with_a_hint(tmp_path: Path) -> None:
-    with (
-        pytest.raises(FileNotFoundError, match=r"no 1-wire bus.*w1-gpio"),
-        open_driver("ds18b20", sysfs_root=tmp_path),
-    ):
+def test_missing_bus_names_the_node_and_the_pi_config_line(tmp_path: Path) -> None:
+    bus = tmp_path / "bus" / "w1" / "devices"
+    with pytest.raises(FileNotFoundError) as raised, open_driver("ds18b20", sysfs_root=tmp_path):
         pass
+    message = str(raised.value)
+    # The wording of every other bus (transports.device_error_message): node, then the fix.
+    assert message.startswith(f"{bus} does not exist (the 1-wire bus is off: ")
+    assert "dtoverlay=w1-gpio to /boot/firmware/config.txt" in message
+    assert "then reboot" in message
+    assert "[Errno" not in message
+    assert message == device_error_message(errno.ENOENT, str(bus), "w1")
 
 
-def test_bus_without_ds18b20_fails_open(tmp_path: Path) -> None:
+def test_bus_without_ds18b20_fails_open_saying_what_to_check(tmp_path: Path) -> None:
     sysfs = make_sysfs(tmp_path, {})
-    with pytest.raises(FileNotFoundError, match=r"no DS18B20 \(28-\*\)"):
+    with pytest.raises(FileNotFoundError, match=r"no DS18B20 \(28-\*\)") as raised:
         run_driver("ds18b20", sysfs_root=sysfs)
+    assert "GPIO 4 by default, with a 4.7 kΩ pull-up" in str(raised.value)
 
 
-def test_listed_device_absent_fails_open(tmp_path: Path) -> None:
+def test_listed_device_absent_names_its_node_and_what_to_check(tmp_path: Path) -> None:
     sysfs = make_sysfs(tmp_path, {"28-000000000001": OK_23000})
-    with pytest.raises(FileNotFoundError, match="28-00000000000f"):
+    bus = sysfs / "bus" / "w1" / "devices"
+    with pytest.raises(FileNotFoundError) as raised:
         run_driver("ds18b20", {"devices": ["28-000000000001", "28-00000000000f"]}, sysfs_root=sysfs)
+    assert str(raised.value) == (
+        f"{bus}/28-00000000000f does not exist: check the probe's wiring (data to the "
+        "dtoverlay=w1-gpio pin, GPIO 4 by default, with a 4.7 kΩ pull-up to 3.3 V) and its id "
+        f"(ls {bus} lists the devices the bus found)"
+    )
 
 
 def test_unplugged_probe_is_counted_and_the_last_one_gone_fails_the_poll(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, ClassVar
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload, PollingDriver
+from pilog.drivers.transports import W1_WIRING, device_error_message, w1_missing_message
 
 # Family code 0x28 is the DS18B20 (datasheet 19-7487, "64-bit lasered ROM code").
 DEVICE_GLOB = "28-*"
@@ -52,14 +53,15 @@ class Ds18b20Driver(PollingDriver):
     def open(self) -> None:
         """Check that the bus exists and that the devices to read are on it."""
         if not self._root.is_dir():
-            raise FileNotFoundError(
-                f"no 1-wire bus: {self._root} is absent (is dtoverlay=w1-gpio enabled?)"
-            )
+            raise FileNotFoundError(device_error_message(errno.ENOENT, str(self._root), "w1"))
         missing = [d for d in self._opts.devices if not (self._root / d / "w1_slave").exists()]
         if missing:
-            raise FileNotFoundError(f"1-wire device(s) not found: {', '.join(missing)}")
+            raise FileNotFoundError(w1_missing_message(str(self._root), missing))
         if not self._devices():
-            raise FileNotFoundError(f"no DS18B20 ({DEVICE_GLOB}) under {self._root}")
+            raise FileNotFoundError(
+                f"no DS18B20 ({DEVICE_GLOB}) under {self._root}: the 1-wire bus is up but "
+                f"found none; {W1_WIRING}"
+            )
 
     def poll(self) -> list[Payload]:
         devices = self._devices()

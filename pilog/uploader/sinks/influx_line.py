@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pilog.config import InfluxLineSinkConfig
+from pilog.counts import counted
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.http import bearer_token, encode_body, make_client, post
@@ -80,12 +81,14 @@ class LineBatch:
         """One line on what was skipped, or "" when nothing was."""
         parts = []
         if self.skipped_fields:
-            parts.append(f"skipped {self.skipped_fields} field(s) line protocol cannot carry")
+            parts.append(
+                f"skipped {counted(self.skipped_fields, 'field')} line protocol cannot carry"
+            )
         if self.skipped_seqs:
             seqs = ", ".join(map(str, self.skipped_seqs[:5]))
             more = ", …" if len(self.skipped_seqs) > 5 else ""
             parts.append(
-                f"skipped {len(self.skipped_seqs)} reading(s) with no writable field "
+                f"skipped {counted(len(self.skipped_seqs), 'reading')} with no writable field "
                 f"(seq {seqs}{more})"
             )
         return "; ".join(parts)

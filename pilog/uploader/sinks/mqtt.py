@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from pilog.config import MqttSinkConfig
+from pilog.counts import counted
 from pilog.errors import ConfigError, mqtt_extra_missing
 from pilog.events import Event, Reading
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
@@ -147,7 +148,9 @@ class MqttSink:
         deadline = time.monotonic() + self.config.timeout
         messages = self.messages(batch)
         if self.config.qos > 0 and len(messages) > MAX_PACKET_IDS:
-            return Outcome("too_large", f"{len(messages)} messages; at most {MAX_PACKET_IDS}")
+            return Outcome(
+                "too_large", f"{counted(len(messages), 'message')}; at most {MAX_PACKET_IDS}"
+            )
         conn = self._conn
         if conn is not None and conn.lost is not None:
             log.warning(
@@ -187,11 +190,11 @@ class MqttSink:
             return Outcome(
                 "retry",
                 f"connection to {self._where} lost ({lost}); "
-                f"{missing} of {n} messages unacknowledged",
+                f"{missing} of {counted(n, 'message')} unacknowledged",
             )
         return Outcome(
             "retry",
-            f"{missing} of {n} messages not acknowledged by {self._where} "
+            f"{missing} of {counted(n, 'message')} not acknowledged by {self._where} "
             f"within {self.config.timeout:g}s",
         )
 
