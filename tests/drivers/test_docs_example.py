@@ -127,7 +127,7 @@ def test_check_finds_the_driver_saved_next_to_the_config(saved_as_the_page_says:
         "what": "shed",
         "driver": "tmp36_driver:Tmp36Driver",
         "ok": True,
-        "detail": "read 1 reading(s): adc_code, temperature_c",
+        "detail": "read 1 reading: adc_code, temperature_c",
     }
 
 

@@ -175,7 +175,7 @@ def test_reading_with_no_writable_field_is_skipped_and_noted() -> None:
     assert encoded.lines == 1
     assert encoded.body.count(b"\n") == 1
     assert encoded.skipped_seqs == [7, 9]
-    assert "skipped 2 reading(s) with no writable field (seq 7, 9)" in encoded.note()
+    assert "skipped 2 readings with no writable field (seq 7, 9)" in encoded.note()
 
 
 def test_reading_with_empty_sensor_type_is_skipped_and_noted() -> None:
