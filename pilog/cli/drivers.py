@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
+import types
+import typing
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pilog.config import did_you_mean
 from pilog.drivers import BUILTIN, PollingDriver, StreamingDriver, find_driver
 from pilog.errors import PilogError
 
+# Options whose integers people write in hex (I2C addresses, as in datasheets and samples).
+HEX_OPTIONS = frozenset({"address"})
 # `name: type = default  # doc`: an options struct documents its fields in trailing comments.
 _FIELD_RE = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 
@@ -75,7 +81,7 @@ def options(struct: type[msgspec.Struct]) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": f.encode_name,
-                "type": _type_name(f.type),
+                "type": _type_name(f.type, hex_ints=f.name in HEX_OPTIONS),
                 "required": f.required,
                 "default": msgspec.to_builtins(default),
                 "doc": docs.get(f.name, ""),
@@ -97,9 +103,61 @@ def _field_docs(struct: type[msgspec.Struct]) -> dict[str, str]:
     return docs
 
 
-def _type_name(tp: Any) -> str:
-    text = getattr(tp, "__name__", None) if isinstance(tp, type) else None
-    return text or str(tp).replace("typing.", "")
+def _type_name(tp: Any, hex_ints: bool = False) -> str:
+    """A field's type as a user writes it in TOML: `"forced" | "normal"`, `list[int]`, `str`.
+
+    Literal choices are listed as TOML values, constraints (msgspec.Meta) in words, and
+    with `hex_ints` integer choices in hex, as datasheets and samples write I2C addresses.
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " | ".join(_toml(a, hex_ints) for a in args)
+    if origin is Annotated:
+        meta = [_meta_text(m) for m in args[1:] if isinstance(m, msgspec.Meta)]
+        return " ".join([_type_name(args[0], hex_ints), *filter(None, meta)])
+    if origin in (Union, types.UnionType):
+        # TOML has no null: an optional option is one left out, which the default column shows.
+        return " | ".join(_type_name(a, hex_ints) for a in args if a is not type(None))
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_name(a, hex_ints) for a in args)}]"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _meta_text(meta: msgspec.Meta) -> str:
+    """A msgspec.Meta's constraints in words: `matching ^[0-9a-f]{2}$`, `>= 1`."""
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{sign} {getattr(meta, k)}" for k, sign in bounds.items() if getattr(meta, k)]
+    if meta.pattern is not None:
+        parts.append(f"matching {meta.pattern}")
+    if meta.min_length is not None:
+        parts.append(f"of length >= {meta.min_length}")
+    if meta.max_length is not None:
+        parts.append(f"of length <= {meta.max_length}")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def _toml(value: Any, hex_ints: bool = False) -> str:
+    """`value` as TOML writes it: "text", true, 0x76 (with `hex_ints`), 3."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and hex_ints:
+        return f"0x{value:02x}"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string is JSON's syntax
+    return str(value)
+
+
+def _default_text(option: dict[str, Any]) -> str:
+    """The default as it would be written in pilog.toml, or why there is none."""
+    value = option["default"]
+    if option["required"]:
+        return "(required)"
+    if value is None:
+        return "(not set)"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False) if value else ("[]" if value == [] else "{}")
+    return _toml(value, hex_ints=option["name"] in HEX_OPTIONS)
 
 
 def render_listing(listing: list[dict[str, Any]]) -> None:
@@ -120,8 +178,9 @@ def render(d: dict[str, Any]) -> None:
     if d["options"]:
         table = Table("option", "type", "default", "doc", title="options", title_justify="left")
         for o in d["options"]:
-            default = "(required)" if o["required"] else repr(o["default"])
-            table.add_row(o["name"], o["type"], default, o["doc"], style=None)
+            # Escaped: `list[str]` and the docs' brackets are text, not rich markup.
+            cells = (o["name"], o["type"], _default_text(o), o["doc"])
+            table.add_row(*map(escape, cells), style=None)
         console.print(table, highlight=False)
     else:
         console.print("options: none", highlight=False)

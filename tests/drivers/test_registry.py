@@ -182,13 +182,38 @@ def test_drivers_name_prints_options_and_a_sample_ready_to_paste() -> None:
     out = result.stdout
     assert "options" in out
     row = next(line for line in out.splitlines() if "│ address" in line)
-    assert "118" in row  # the default
+    assert "│ 0x76 | 0x77 " in row  # the choices, written as the datasheet and sample do
+    assert "│ 0x76 " in row  # the default
     assert "SDO low / high" in row  # the field's doc
     sample = out[
         out.index("sample config (sample.toml):\n") + len("sample config (sample.toml):\n") :
     ]
     assert sample == (DRIVERS_DIR / "bme280" / "sample.toml").read_text()
     assert parse_config(tomllib.loads(sample), "pasted", {}).sensor[0].driver == "bme280"
+
+
+def test_drivers_name_shows_choices_and_defaults_as_toml_writes_them() -> None:
+    out = pilog_cli("drivers", "bme280", env={"COLUMNS": "200"}).stdout
+    row = next(line for line in out.splitlines() if "│ mode " in line)
+    assert '│ "forced" | "normal" ' in row
+    assert '│ "forced" ' in row  # the default, quoted as in pilog.toml
+    assert "Literal" not in out
+
+
+@pytest.mark.parametrize("name", FOLDERS)
+def test_drivers_name_types_read_as_a_user_writes_them(name: str) -> None:
+    out = pilog_cli("drivers", name, env={"COLUMNS": "300"}).stdout
+    table = out[: out.index("sample config")] if "sample config" in out else out
+    rows = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    # Type and default, without Python's spelling: Literal[...], typing., None, 'quotes'.
+    for python_only in ("Literal[", "typing.", "None", "Annotated", "msgspec", "'"):
+        for option, type_, default, _doc in rows:
+            cells = f"{type_}│{default}"
+            assert python_only not in cells, f"{name}.{option.strip()}: {python_only!r} in {cells}"
+    described = json.loads(pilog_cli("drivers", name, "--json").stdout)
+    for option in described["options"]:
+        assert "Literal" not in option["type"], option
+        assert "None" not in option["type"], option
 
 
 @pytest.mark.parametrize("name", FOLDERS)

@@ -18,7 +18,7 @@ TIMEOUT_SHARE = 0.8  # of a sensor's timeout_ms, so the request fails before the
 class HttpPollOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     url: str
     headers: dict[str, str] = msgspec.field(default_factory=dict)
-    fields: FieldSpec = None  # None: every top-level number, boolean and string
+    fields: FieldSpec = None  # not set: every top-level number, boolean and string
     optional_fields: FieldSpec = None  # taken when present in a document
 
     def __post_init__(self) -> None:

@@ -61,7 +61,7 @@ class MqttOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ca_bundle: str | None = None  # PEM CAs for mqtts://, instead of the system's
     client_id: str | None = None  # default: pilog-<sensor>-<random>
     payload: Literal["auto", "json", "number"] = "auto"
-    fields: FieldSpec = None  # of a JSON object; None: every top-level number, bool, string
+    fields: FieldSpec = None  # of a JSON object; not set: every top-level number, bool, string
     optional_fields: FieldSpec = None  # of a JSON object, taken when present
     field: str = "value"  # the name of a single value; may use topic levels: "{3}"
     prefix: str = ""  # put before every field name; may use topic levels: "{1}_"

@@ -17,7 +17,7 @@ RECV_BYTES = 65536
 class TcpJsonOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     host: str
     port: int
-    fields: FieldSpec = None  # None: every top-level number, boolean and string
+    fields: FieldSpec = None  # not set: every top-level number, boolean and string
     optional_fields: FieldSpec = None  # taken when present in a document
     connect_timeout_ms: int = 5000
     max_line_bytes: int = 65536
