@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Container
 
 FIELD_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
 _OTHERS = re.compile(r"[^a-z0-9]+")
@@ -65,3 +66,16 @@ def check_field_name(name: str, key: str) -> None:
             f"{key}: field name {name!r} is not of the form [a-z_][a-z0-9_]*: {fix} "
             "(see 'Field names' in docs/drivers.md)"
         )
+
+
+def device_field_name(key: str, taken: Container[str], drop: Callable[[str], None]) -> str | None:
+    """The field name for a device's `key`, or None when it makes none or one already `taken`.
+
+    None comes with the reason passed to `drop` (the driver counts it and logs it once): the
+    value is left out, the rest of the reading kept.
+    """
+    name = field_name(key)
+    if not name or name in taken:
+        drop(f"key {key!r} makes no field name or one already taken: left out")
+        return None
+    return name

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import msgspec
 
 from pilog.drivers.base import Payload
-from pilog.drivers.field_names import check_field_name, field_name
+from pilog.drivers.field_names import check_field_name, device_field_name, field_name
 from pilog.events import Value
 
 FieldSpec = dict[str, str] | list[str] | None
@@ -150,10 +150,10 @@ def _every_scalar(doc: dict[str, object], drop: Callable[[str], None]) -> Payloa
     for key, value in doc.items():
         if not isinstance(value, bool | int | float | str):
             continue  # nested objects, arrays and nulls
-        name = field_name(key)
-        if not name or name in out:
-            drop(f"key {key!r} makes no field name or one already taken: left out")
-        elif isinstance(value, float) and not math.isfinite(value):
+        name = device_field_name(key, out, drop)
+        if name is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
             drop(f"'{key}' is not a finite number: that value is left out")
         else:
             out[name] = scalar(value, key)

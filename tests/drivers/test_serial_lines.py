@@ -70,12 +70,12 @@ def test_scalar_converts_numbers_and_keeps_text() -> None:
 
 def test_json_integers_beyond_int64_are_rejected() -> None:
     with pytest.raises(BadLineError, match="out of range"):
-        decode_json('{"n": 99999999999999999999}')
+        decode_json('{"n": 99999999999999999999}', pytest.fail)
 
 
 def test_json_lines() -> None:
     line = '{"temp_c": 21.5, "count": 3, "ok": true, "unit": "C", "missing": null}'
-    assert decode_json(line) == {"temp_c": 21.5, "count": 3, "ok": True, "unit": "C"}
+    assert decode_json(line, pytest.fail) == {"temp_c": 21.5, "count": 3, "ok": True, "unit": "C"}
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,31 @@ def test_json_lines() -> None:
 )
 def test_bad_json_lines_are_rejected(line: str, reason: str) -> None:
     with pytest.raises(BadLineError, match=reason):
-        decode_json(line)
+        decode_json(line, pytest.fail)
+
+
+def test_json_keys_become_field_names_by_the_one_rule() -> None:
+    # What real firmware prints: Tasmota-style capitals, a dotted PM2.5, a unit in the key.
+    line = '{"Temperature": 21.5, "PM2.5": 3, "Temp °C": 20.9, "Küche": "ON", "1st": true}'
+    assert decode_json(line, pytest.fail) == {
+        "temperature": 21.5,
+        "pm2_5": 3,
+        "temp_c": 20.9,
+        "kuche": "ON",
+        "_1st": True,
+    }
+
+
+def test_json_keys_that_collide_or_make_no_name_are_left_out_and_reported() -> None:
+    dropped: list[str] = []
+    line = '{"Temp": 1, "temp": 2, "°": 3, "rh_pct": 40}'
+    assert decode_json(line, dropped.append) == {"temp": 1, "rh_pct": 40}
+    assert dropped == [
+        "key 'temp' makes no field name or one already taken: left out",
+        "key '°' makes no field name or one already taken: left out",
+    ]
+    with pytest.raises(BadLineError, match="no values"):
+        decode_json('{"°": 1}', dropped.append)
 
 
 def test_csv_lines() -> None:
@@ -120,6 +144,8 @@ def test_regex_lines() -> None:
         ({"format": "regex", "pattern": r"\d+"}, "named groups"),
         ({"format": "xml"}, "format"),
         ({"colums": ["a"]}, "colums"),
+        ({"format": "csv", "columns": ["t", "RH %"]}, r"columns\[1\]: .*write 'rh'"),
+        ({"format": "regex", "pattern": r"T=(?P<Temp>\d+)"}, "pattern: .*write 'temp'"),
     ],
 )
 def test_bad_options_are_config_errors(options: dict[str, Any], message: str) -> None:
@@ -146,6 +172,15 @@ def test_json_lines_over_a_pty_with_noise_and_a_stall() -> None:
             "not valid JSON": 1,
             "NUL bytes inside a line": 1,
             "not UTF-8 text": 1,
+        }
+
+
+def test_json_keys_over_a_pty_are_named_by_the_rule_and_collisions_counted() -> None:
+    with SerialPty() as pty, open_driver("serial_lines", {"port": pty.path}) as driver:
+        pty.write(b'{"PM2.5": 7, "Temperature": 21.5, "temperature": 99}\r\n')
+        assert read_until(driver, 1, rejected=1) == [{"pm2_5": 7, "temperature": 21.5}]
+        assert driver.rejected == {
+            "key 'temperature' makes no field name or one already taken: left out": 1
         }
 
 

@@ -1,15 +1,22 @@
-"""Generic line-oriented serial sensors: a JSON object, CSV columns or a regex per line."""
+"""Generic line-oriented serial sensors: a JSON object, CSV columns or a regex per line.
+
+A JSON line's keys come from the device, so they are made field names by the one rule
+(`field_names.field_name`, as the network drivers do: `PM2.5` → `pm2_5`); CSV column names and
+regex group names are written in the config, so they are checked against the rule instead.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 import re
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import msgspec
 
 from pilog.drivers.base import DriverContext, Payload
+from pilog.drivers.field_names import check_field_name, device_field_name
 from pilog.drivers.serialport import BadLineError, SerialLineDriver, SerialOptions
 from pilog.events import Value
 
@@ -29,6 +36,8 @@ class SerialLinesOptions(SerialOptions, forbid_unknown_fields=True, frozen=True)
     def __post_init__(self) -> None:
         if self.format == "csv" and not self.columns:
             raise ValueError("format 'csv' needs `columns = [...]`")
+        for i, column in enumerate(self.columns):
+            check_field_name(column, f"columns[{i}]")
         if self.format == "csv" and len(self.delimiter) != 1:
             raise ValueError("`delimiter` must be one character")
         if self.format == "regex":
@@ -38,6 +47,8 @@ class SerialLinesOptions(SerialOptions, forbid_unknown_fields=True, frozen=True)
                 raise ValueError(f"`pattern` is not a valid regex: {e}") from None
             if not groups:
                 raise ValueError("`pattern` needs named groups, e.g. (?P<temp_c>[-\\d.]+)")
+            for group in groups:
+                check_field_name(group, "pattern")
         if self.max_line_bytes < 1:
             raise ValueError("`max_line_bytes` must be 1 or more")
 
@@ -60,8 +71,12 @@ def scalar(text: str) -> Value:
     return number if math.isfinite(number) else text
 
 
-def decode_json(line: str) -> Payload:
-    """A flat JSON object: numbers, strings and booleans kept, nulls dropped."""
+def decode_json(line: str, drop: Callable[[str], None]) -> Payload:
+    """A flat JSON object: numbers, strings and booleans kept, nulls dropped.
+
+    Keys become field names by the one rule; a key that makes no name, or the name of an
+    earlier key, is left out and its reason passed to `drop`.
+    """
     try:
         obj = msgspec.json.decode(line)
     except msgspec.DecodeError:
@@ -78,7 +93,9 @@ def decode_json(line: str) -> Payload:
             raise BadLineError(f"field {key!r} is out of range of a 64-bit integer")
         if not isinstance(value, int | float | str | bool):
             raise BadLineError(f"field {key!r} is nested (objects and arrays are not values)")
-        out[key] = value
+        name = device_field_name(key, out, drop)
+        if name is not None:
+            out[name] = value
     if not out:
         raise BadLineError("JSON object has no values")
     return out
@@ -131,7 +148,7 @@ class SerialLinesDriver(SerialLineDriver):
         if any(ch < " " and ch != "\t" for ch in text):
             raise BadLineError("control characters in line")
         if self._opts.format == "json":
-            return decode_json(text)
+            return decode_json(text, self.reject)
         if self._opts.format == "csv":
             return decode_csv(text, self._opts.columns, self._opts.delimiter)
         return decode_regex(text, self._pattern)
