@@ -55,7 +55,7 @@ _ENABLE = {
     "w1": (
         f"the 1-wire bus is off: on a Raspberry Pi add dtoverlay=w1-gpio to {_CONFIG_TXT} "
         "or enable 1-Wire under Interface Options in `sudo raspi-config`, then reboot; the "
-        "data line goes to GPIO 4 (dtoverlay=w1-gpio,gpiopin=N for another pin)"
+        "data line goes to GPIO 4, or to N with dtoverlay=w1-gpio,gpiopin=N"
     ),
 }
 _GROUP = {"i2c": "i2c", "spi": "spi", "serial": "dialout"}

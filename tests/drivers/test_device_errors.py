@@ -24,9 +24,15 @@ ENABLE = {
     "i2c": ["dtparam=i2c_arm=on", "/boot/firmware/config.txt", "raspi-config nonint do_i2c 0"],
     "spi": ["dtparam=spi=on", "/boot/firmware/config.txt", "raspi-config nonint do_spi 0"],
     "serial": ["enable_uart=1", "/boot/firmware/config.txt", "console=serial0"],
+    "w1": ["dtoverlay=w1-gpio", "/boot/firmware/config.txt", "raspi-config", "GPIO 4"],
 }
 GROUP = {"i2c": "group i2c", "spi": "group spi", "serial": "group dialout"}
-PATHS = {"i2c": "/dev/i2c-1", "spi": "/dev/spidev0.0", "serial": "/dev/ttyAMA0"}
+PATHS = {
+    "i2c": "/dev/i2c-1",
+    "spi": "/dev/spidev0.0",
+    "serial": "/dev/ttyAMA0",
+    "w1": "/sys/bus/w1/devices",
+}
 
 
 def open_error(kind: type[OSError], driver: str, config: dict[str, Any], **buses: Any) -> str:
@@ -43,7 +49,7 @@ def _permission_denied(path: str) -> PermissionError:
 # -- the one message builder ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bus", ["i2c", "spi", "serial"])
+@pytest.mark.parametrize("bus", ["i2c", "spi", "serial", "w1"])
 def test_missing_node_message_names_it_and_how_to_enable_the_bus(bus: Any) -> None:
     message = device_error_message(errno.ENOENT, PATHS[bus], bus)
     assert message.startswith(f"{PATHS[bus]} does not exist")
@@ -165,3 +171,20 @@ def test_check_names_the_missing_spi_and_i2c_nodes_and_their_fixes(tmp_path: Pat
     assert not air["ok"]
     assert f"/dev/i2c-{ABSENT_BUS} does not exist" in air["detail"]
     assert "dtparam=i2c_arm=on" in air["detail"]
+
+
+def test_check_names_the_missing_1_wire_bus_and_the_pi_config_line(tmp_path: Path) -> None:
+    bus = Path("/sys/bus/w1/devices")
+    if bus.exists():
+        pytest.skip(f"{bus} exists on this machine: the bus is not missing here")
+    config = write_config(
+        tmp_path / "pilog.toml",
+        tmp_path / "data",
+        sensors=[{"name": "probes", "driver": "ds18b20", "interval_ms": 1000}],
+    )
+    result = pilog("check", "--json", "-c", config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (probes,) = [o for o in json.loads(result.stdout) if o["what"] == "probes"]
+    assert not probes["ok"]
+    assert probes["detail"].endswith(device_error_message(errno.ENOENT, str(bus), "w1"))
+    assert "dtoverlay=w1-gpio" in probes["detail"]
