@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -23,13 +24,19 @@ from pilog.errors import PilogError
 
 
 def _flags_show_no_type() -> None:
-    """Help lists a boolean flag as `--follow -f`, not `--follow -f <bool>`."""
+    """Help lists a boolean flag as `--follow -f`, not `--follow -f <bool>`, and an option
+    given once per value as `--sensor <str>...`, not `--sensor <list[str]>`."""
     from typer.core import TyperOption
 
     shown = TyperOption.display_type_rich
 
     def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
-        return None if self.is_flag else shown(self, ctx)
+        if self.is_flag:
+            return None
+        text = shown(self, ctx)
+        if self.multiple and text:
+            text = re.sub(r"<list\[(\w+)\]>", r"<\1>...", text)
+        return text
 
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
 

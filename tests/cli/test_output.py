@@ -126,6 +126,7 @@ def test_help_shows_boolean_flags_as_plain_flags(command: list[str]) -> None:
     result = pilog(*command, "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     assert "<bool>" not in result.stdout, result.stdout
+    assert "<list[" not in result.stdout, result.stdout  # `--sensor <str>...`: one per value
     assert "--help" in result.stdout
 
 
