@@ -33,6 +33,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from pilog.counts import counted
 from pilog.errors import CorruptionError, FormatVersionError
 
 MAGIC = b"PILOGSEG"
@@ -103,7 +104,7 @@ def decode_header(buf: bytes | memoryview, segment: str) -> SegmentHeader:
     a header written whole (its checksum holds) of another version is another format.
     """
     if len(buf) < HEADER_FIXED_BYTES:
-        raise CorruptionError(segment, 0, f"header truncated ({len(buf)} bytes)")
+        raise CorruptionError(segment, 0, f"header truncated ({counted(len(buf), 'byte')})")
     magic, version, _flags, header_len, epoch, base, created, id_len = _HEADER_FIXED.unpack_from(
         buf, 0
     )
