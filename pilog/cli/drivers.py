@@ -49,7 +49,7 @@ def kind(cls: type[PollingDriver]) -> str:
 
 
 def describe(name: str) -> dict[str, Any]:
-    """One driver: what it reads, its options (name, type, default, doc) and its sample config."""
+    """One driver: what it reads, its options (name, type, choices, default, doc) and sample."""
     known = names()
     if name not in known:
         hint = did_you_mean(name, known).replace("`", "")
@@ -82,6 +82,7 @@ def options(struct: type[msgspec.Struct]) -> list[dict[str, Any]]:
             {
                 "name": f.encode_name,
                 "type": _type_name(f.type, hex_ints=f.name in HEX_OPTIONS),
+                "choices": _choices(f.type),
                 "required": f.required,
                 "default": msgspec.to_builtins(default),
                 "doc": docs.get(f.name, ""),
@@ -122,6 +123,14 @@ def _type_name(tp: Any, hex_ints: bool = False) -> str:
         name = getattr(origin, "__name__", str(origin))
         return f"{name}[{', '.join(_type_name(a, hex_ints) for a in args)}]"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _choices(tp: Any) -> list[Any] | None:
+    """The values a Literal-typed option allows (for scripts), else None."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        allowed = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = allowed[0] if len(allowed) == 1 else tp
+    return list(typing.get_args(tp)) if typing.get_origin(tp) is Literal else None
 
 
 def _meta_text(meta: msgspec.Meta) -> str:

@@ -198,6 +198,10 @@ def test_drivers_name_shows_choices_and_defaults_as_toml_writes_them() -> None:
     assert '│ "forced" | "normal" ' in row
     assert '│ "forced" ' in row  # the default, quoted as in pilog.toml
     assert "Literal" not in out
+    described = json.loads(pilog_cli("drivers", "bme280", "--json").stdout)
+    mode = next(o for o in described["options"] if o["name"] == "mode")
+    assert mode["choices"] == ["forced", "normal"]  # for scripts, as a list
+    assert next(o for o in described["options"] if o["name"] == "bus")["choices"] is None
 
 
 @pytest.mark.parametrize("name", FOLDERS)
