@@ -45,7 +45,7 @@ class HttpJsonOptions(HttpOptions, frozen=True):
 
 
 class HttpJsonSink:
-    """POSTs each batch as a JSON array over one pooled connection; see the module doc."""
+    """The JSON reading API: one POST of a JSON array per batch, ids and idempotency key."""
 
     Options: ClassVar[type[msgspec.Struct]] = HttpJsonOptions
     extra: ClassVar[str | None] = None

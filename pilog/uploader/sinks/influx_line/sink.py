@@ -238,7 +238,7 @@ def url_problem(options: InfluxLineOptions) -> str | None:
 
 
 class InfluxLineSink:
-    """POSTs each batch as line protocol over one pooled connection; see the module doc."""
+    """InfluxDB line protocol over HTTP: InfluxDB 1.x/2.x, VictoriaMetrics."""
 
     Options: ClassVar[type[msgspec.Struct]] = InfluxLineOptions
     extra: ClassVar[str | None] = None

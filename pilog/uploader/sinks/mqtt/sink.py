@@ -104,7 +104,7 @@ def topic_value(value: str) -> str:
 
 
 class MqttSink:
-    """Publishes each batch over one lazily made, long-lived connection; see the module doc."""
+    """One MQTT 3.1.1 message per reading, at least once (paho-mqtt; see the module doc)."""
 
     Options: ClassVar[type[msgspec.Struct]] = MqttOptions
     extra: ClassVar[str | None] = "mqtt"
