@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from pilog import errors
 from pilog.errors import ConfigError
 
 
@@ -107,16 +107,6 @@ def convert_options(cls: object, options: dict[str, Any]) -> Any:
     return msgspec.convert(options, options_of(cls), dec_hook=decode_hook)
 
 
-def options_problems(
-    cls: object, options: dict[str, Any], common: Sequence[str], path: str
-) -> list[str]:
-    """Each problem of a plugin table's `options` against the class's `Options`: unknown keys
-    (suggesting among the options and the `common` keys), then the first bad value."""
-    from pilog.config import table_problems  # noqa: PLC0415  (pilog.config imports this)
-
-    return table_problems(options, options_of(cls), path, also_known=common)
-
-
 def extra_missing(what: str, cls: object, extra: str | None) -> str:
     """The error for a plugin class whose optional dependency is not installed."""
     module = getattr(cls, "__module__", "") or ""
@@ -127,23 +117,4 @@ def extra_missing(what: str, cls: object, extra: str | None) -> str:
             f'{what} needs the "{extra}" extra of its package, which is not installed: '
             f"reinstall that package with [{extra}]"
         )
-    requirements = pilog_extra_requirements(extra)
-    package = ", ".join(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0] for r in requirements)
-    command = " ".join(f"'{r}'" for r in requirements) or f"pilog[{extra}]"
-    return (
-        f'{what} needs {package or extra} (pilog\'s "{extra}" extra), which is not installed: '
-        f"pip install {command} into pilog's environment, or reinstall pilog's wheel with "
-        f"[{extra}] (docs/install.md, Extras)"
-    )
-
-
-def pilog_extra_requirements(extra: str) -> list[str]:
-    """The requirements pilog's `extra` adds, from the installed metadata ("paho-mqtt>=2.0")."""
-    import importlib.metadata  # noqa: PLC0415  (slow; only for this error)
-
-    try:
-        requires = importlib.metadata.metadata("pilog").get_all("Requires-Dist") or []
-    except importlib.metadata.PackageNotFoundError:
-        return []
-    marker = re.compile(rf"""^(.*?);\s*extra\s*==\s*['"]{re.escape(extra)}['"]\s*$""")
-    return [m.group(1).strip() for r in requires if (m := marker.match(r))]
+    return errors.extra_missing(what, extra)
