@@ -7,6 +7,7 @@ runs in a pytest subprocess (its own process: a hung sink thread dies with it).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -94,6 +95,12 @@ class TestBroken(TestHttpJsonContract):
 """
 
 TESTS = Path(__file__).resolve().parent.parent
+# As tests/conftest.py does for the suite: every server here is on 127.0.0.1.
+NO_PROXY_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k.upper() not in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+}
 
 
 @pytest.mark.parametrize(
@@ -140,6 +147,7 @@ def test_each_contract_test_fails_against_a_sink_broken_its_way(
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=NO_PROXY_ENV,
         timeout=300,
         check=False,
     )
@@ -175,6 +183,7 @@ def test_the_suite_passes_against_the_sink_it_wraps(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=NO_PROXY_ENV,
         timeout=300,
         check=False,
     )
