@@ -103,10 +103,15 @@ def _dec_hook(typ: type, obj: object) -> object:
     if typ is Duration:
         return parse_duration(obj)
     if typ is Path:
+        if isinstance(obj, Path):  # from Python callers (tests, plugins' own configs)
+            return obj
         if isinstance(obj, str) and obj:
             return Path(obj)
         raise ValueError(f"expected a path, got {obj!r}")
     raise TypeError(f"no decoder for {typ}")
+
+
+decode_hook = _dec_hook  # for plugins' Options: Size, Duration and Path keys decode as here
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -213,10 +218,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ValueError("device_id must be 1 to 255 bytes")
 
 
-class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
-    """Keys every `[[sink]]` has: batching, retries and the request timeout."""
+class SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A `[[sink]]` table; keys other than these are the sink type's own options."""
 
     name: str  # unique; letters, digits, '_', '.', '-'
+    type: str  # a built-in name (`pilog sinks`), "package.module:Class" or an entry point
     batch_max: int = 1000  # readings per request
     batch_max_bytes: Size = Size(1 << 20)  # encoded body, before gzip
     linger_ms: int = 1000  # wait this long for a batch to fill (fewer requests, cursor moves)
@@ -224,6 +230,7 @@ class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
     retry_max: Duration = Duration(300)  # backoff cap, and the pause after 401/403
     timeout: Duration = Duration(30)  # of one request (or one batch of MQTT acks)
     cursor_commit_interval: Duration = Duration(0)  # 0: save after each ack; see operations
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -234,88 +241,27 @@ class _SinkConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_f
             raise ValueError("linger_ms must be >= 0 and retry_initial_ms >= 1")
 
 
-class _HttpSinkConfig(_SinkConfig, frozen=True):
-    url: str = ""  # required: http:// or https://
-    token_file: Path | None = None  # else $PILOG_SINK_<NAME>_TOKEN; never logged
-    ca_bundle: Path | None = None  # PEM file to verify the server with, instead of the system's
-    gzip: bool = True  # Content-Encoding: gzip
+class ProjectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A `[[projection]]` table; keys other than these are the projection type's own options."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"sink {self.name}: url must start with http:// or https://")
-
-
-class HttpJsonSinkConfig(_HttpSinkConfig, frozen=True, tag="http-json"):
-    """The JSON reading API of the design's wire contract."""
-
-
-class InfluxLineSinkConfig(_HttpSinkConfig, frozen=True, tag="influx-line"):
-    """InfluxDB line protocol: v2 `/api/v2/write` or v1 `/write` (also VictoriaMetrics)."""
-
-    api: Literal["v1", "v2"] = "v2"  # v2: /api/v2/write; v1: /write (also VictoriaMetrics)
-    org: str | None = None  # v2 (default: the token's organisation)
-    bucket: str | None = None  # v2, required
-    database: str | None = None  # v1, required
-    auth: Literal["token", "basic"] = "token"  # basic: the token is user:password (VM httpAuth)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.api == "v2" and not self.bucket:
-            raise ValueError(f"sink {self.name}: api = 'v2' needs `bucket` (and usually `org`)")
-        if self.api == "v1" and not self.database:
-            raise ValueError(f"sink {self.name}: api = 'v1' needs `database`")
-
-
-class MqttSinkConfig(_SinkConfig, frozen=True, tag="mqtt"):
-    """One MQTT message per reading; the cursor advances once every message is acknowledged."""
-
-    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
-    topic: str = "pilog/{device_id}/{sensor}"  # also {sensor_type}
-    qos: Literal[0, 1, 2] = 1  # 0 is at most once
-    username: str | None = None  # with password_file
-    password_file: Path | None = None  # else $PILOG_SINK_<NAME>_PASSWORD
-    ca_bundle: Path | None = None  # mqtts://: PEM file to verify the broker with
-    client_id: str | None = None  # default: pilog-<device_id>-<sink name>
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"sink {self.name}: url must start with mqtt:// or mqtts://")
-
-
-SinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig | MqttSinkConfig
-
-
-class _ProjectionConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True, tag_field="type"):
+    type: str  # a built-in name (`pilog projections`), "package.module:Class" or an entry point
     name: str = ""  # default: the type
     commit_interval: Duration = Duration(60)  # state and cursor commit together, this often
-
-
-class LatestProjectionConfig(_ProjectionConfig, frozen=True, tag="latest"):
-    """Last value, time and seq per sensor and field."""
-
-
-class RollupProjectionConfig(_ProjectionConfig, frozen=True, tag="rollup"):
-    """Count, min, max, mean and last per sensor, field and window."""
-
-    windows: list[Duration] = msgspec.field(  # window lengths, whole seconds
-        default_factory=lambda: [Duration(60), Duration(3600)]
-    )
-
-    def __post_init__(self) -> None:
-        if not self.windows or any(w < 1 or float(w) % 1 for w in self.windows):
-            raise ValueError("rollup windows must be whole seconds, at least 1s")
-
-
-ProjectionConfig = LatestProjectionConfig | RollupProjectionConfig
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def projection_name(p: ProjectionConfig) -> str:
-    return p.name or ("latest" if isinstance(p, LatestProjectionConfig) else "rollup")
+    return p.name or p.type
 
 
 _SENSOR_KEYS = frozenset({"name", "driver", "interval_ms", "timeout_ms"})
+# The keys of a plugin table that are not the plugin's options, by table.
+_COMMON_KEYS = {
+    "sensor": _SENSOR_KEYS,
+    "sink": frozenset(f.encode_name for f in msgspec.structs.fields(SinkConfig)) - {"options"},
+    "projection": frozenset(f.encode_name for f in msgspec.structs.fields(ProjectionConfig))
+    - {"options"},
+}
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -357,10 +303,11 @@ def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> C
     raw = dict(raw)
     origins = {key: source for key in _tracked_keys(raw)}
     origins |= _apply_env(raw, environ)
-    sensors = raw.get("sensor", [])
-    if isinstance(sensors, list):
-        raw["sensor"] = [_split_sensor(s) for s in sensors]
-    problems = _problems(raw)
+    for key in ("sensor", "sink", "projection"):
+        tables = raw.get(key, [])
+        if isinstance(tables, list):
+            raw[key] = [_split_plugin_table(t, _COMMON_KEYS[key]) for t in tables]
+    problems = _problems(raw, source)
     if problems:
         problems += _driver_problems(raw, source)
         raise ConfigProblemsError([f"{source}: {p}" for p in problems])
@@ -373,7 +320,7 @@ def parse_config(raw: dict[str, Any], source: str, environ: dict[str, str]) -> C
         raise ConfigError(f"{source}: {_humanize(str(e))}") from e
 
 
-def _problems(raw: dict[str, Any]) -> list[str]:
+def _problems(raw: dict[str, Any], source: str) -> list[str]:
     """Every problem of the raw config, table by table: msgspec stops at a table's first."""
     fields = {f.encode_name: f.type for f in msgspec.structs.fields(Config)}
     for internal in ("source", "origins"):
@@ -383,13 +330,64 @@ def _problems(raw: dict[str, Any]) -> list[str]:
         if key not in raw:
             continue
         value = raw[key]
-        if key in ("sensor", "sink", "projection") and isinstance(value, list):
-            (item_type,) = typing.get_args(typ)
+        if key in ("sink", "projection") and isinstance(value, list):
+            search = _raw_search_dirs(raw, source)
             for i, table in enumerate(value):
-                problems += table_problems(table, item_type, f"{key}[{i}]")
+                problems += _plugin_table_problems(key, table, f"{key}[{i}]", search)
+        elif key == "sensor" and isinstance(value, list):
+            for i, table in enumerate(value):
+                problems += table_problems(table, SensorConfig, f"{key}[{i}]")
         else:
             problems += table_problems(value, typ, key)
     return problems
+
+
+def _plugin_table_problems(key: str, table: object, path: str, search: list[Path]) -> list[str]:
+    """The problems of one split `[[sink]]` or `[[projection]]` table, its options included.
+
+    A sink's or projection's options are checked when the config is loaded, whatever the
+    command: a typo in them must stop `pilog check` as it stops `pilog run`.
+    """
+    typ = SinkConfig if key == "sink" else ProjectionConfig
+    if not isinstance(table, dict) or not isinstance(table.get("type"), str):
+        return table_problems(table, typ, path)
+    from pilog import plugins  # noqa: PLC0415  (pilog.plugins imports this module)
+
+    try:
+        cls = plugins.find_plugin(plugin_kind(key), table["type"], search)
+        options_of = plugins.options_of(cls)
+    except ConfigError as e:
+        return [f"{path}.type: {e}", *table_problems(table, typ, path)]
+    options = table.get("options", {})
+    common = sorted(_COMMON_KEYS[key])
+    unknown = unknown_keys(options, options_of, also_known=common)
+    problems = [f"{path}: unknown key `{k}`{hint}" for k, hint in unknown.items()]
+    problems += table_problems(table, typ, path)
+    known_options = {k: v for k, v in options.items() if k not in unknown}
+    return problems + table_problems(known_options, options_of, path)
+
+
+def plugin_kind(key: str) -> Any:
+    """The PluginKind of a config table (`sensor`, `sink`, `projection`)."""
+    if key == "sink":
+        from pilog.uploader.sinks import KIND  # noqa: PLC0415
+
+        return KIND
+    if key == "projection":
+        from pilog.projections import KIND as PROJECTION_KIND  # noqa: PLC0415
+
+        return PROJECTION_KIND
+    from pilog.drivers import KIND as DRIVER_KIND  # noqa: PLC0415
+
+    return DRIVER_KIND
+
+
+def _raw_search_dirs(raw: dict[str, Any], source: str) -> list[Path]:
+    try:
+        paths = msgspec.convert(raw.get("driver_paths", []), list[Path], dec_hook=_dec_hook)
+    except msgspec.ValidationError:
+        paths = []
+    return _search_dirs(source, paths)
 
 
 def _driver_problems(raw: dict[str, Any], source: str) -> list[str]:
@@ -400,11 +398,7 @@ def _driver_problems(raw: dict[str, Any], source: str) -> list[str]:
     """
     from pilog.drivers import load_sensor  # noqa: PLC0415  (pilog.drivers imports config)
 
-    try:
-        paths = msgspec.convert(raw.get("driver_paths", []), list[Path], dec_hook=_dec_hook)
-    except msgspec.ValidationError:
-        paths = []
-    search = _search_dirs(source, paths)
+    search = _raw_search_dirs(raw, source)
     problems = []
     for i, table in enumerate(raw.get("sensor") or []):
         try:
@@ -417,9 +411,15 @@ def _driver_problems(raw: dict[str, Any], source: str) -> list[str]:
     return problems
 
 
-def table_problems(value: object, typ: Any, path: str) -> list[str]:
-    """Each unknown key of one table (with a suggestion), then its first bad value."""
-    unknown = unknown_keys(value, typ)
+def table_problems(
+    value: object, typ: Any, path: str, also_known: typing.Iterable[str] = ()
+) -> list[str]:
+    """Each unknown key of one table (with a suggestion), then its first bad value.
+
+    `also_known`: keys the table takes besides `typ`'s (the common keys of a plugin table),
+    so that a misspelt one is suggested too.
+    """
+    unknown = unknown_keys(value, typ, also_known)
     problems = [f"{path}: unknown key `{k}`{hint}" for k, hint in unknown.items()]
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k not in unknown}
@@ -427,16 +427,19 @@ def table_problems(value: object, typ: Any, path: str) -> list[str]:
         msgspec.convert(value, typ, dec_hook=_dec_hook)
     except msgspec.ValidationError as e:
         message, _, at = str(e).partition(" - at `$")
-        problems.append(_humanize(f"{message} - at `$.{path}{at.rstrip('`')}`"))
+        at = at.rstrip("`")
+        choices = _literal_choices(at.lstrip("."), typ) if at else ()
+        problems.append(_humanize(f"{message} - at `$.{path}{at}`", choices))
     return problems
 
 
-def unknown_keys(value: object, typ: Any) -> dict[str, str]:
+def unknown_keys(value: object, typ: Any, also_known: typing.Iterable[str] = ()) -> dict[str, str]:
     """Each key of table `value` that `typ` refuses, with a suggestion ("" when none is close)."""
     known = _known_keys(value, typ)
     if known is None or not isinstance(value, dict):
         return {}
-    return {k: did_you_mean(k, known) for k in value if k not in known}
+    choices = [*known, *also_known]
+    return {k: did_you_mean(k, choices) for k in value if k not in known}
 
 
 def _known_keys(value: object, typ: Any) -> list[str] | None:
@@ -461,11 +464,19 @@ def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
-def _split_sensor(table: object) -> object:
+def sink_from_table(table: dict[str, Any]) -> SinkConfig:
+    """A SinkConfig from a `[[sink]]` table as a file writes it (its options among the common
+    keys); msgspec.ValidationError when a common key is bad. Options are checked on open."""
+    split = _split_plugin_table(table, _COMMON_KEYS["sink"])
+    return msgspec.convert(split, SinkConfig, dec_hook=_dec_hook)
+
+
+def _split_plugin_table(table: object, common_keys: frozenset[str]) -> object:
+    """A plugin table's common keys, and every other key under `options`."""
     if not isinstance(table, dict):
         return table
-    common = {k: v for k, v in table.items() if k in _SENSOR_KEYS}
-    common["options"] = {k: v for k, v in table.items() if k not in _SENSOR_KEYS}
+    common = {k: v for k, v in table.items() if k in common_keys}
+    common["options"] = {k: v for k, v in table.items() if k not in common_keys}
     return common
 
 
@@ -511,27 +522,24 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in origins.items() if k.startswith("log.") or k == "mode"}
 
 
-def _humanize(message: str) -> str:
-    """msgspec's "... - at `$.log.fsync`" as "log.fsync: ..."."""
+def _humanize(message: str, choices: tuple[object, ...] | None = None) -> str:
+    """msgspec's "... - at `$.log.fsync`" as "log.fsync: ..."; `choices`: of a Literal there
+    (None: looked up from the path)."""
     m = re.match(r"^(.*) - at `\$\.?(.*)`$", message)
     if not m:
         return message
     what, path = m.groups()
-    choices = _literal_choices(path)
+    if choices is None:
+        choices = _literal_choices(path)
     if choices and what.startswith("Invalid enum value"):
         what += f"; expected one of {', '.join(repr(c) for c in choices)}"
-    kind = re.fullmatch(r"(sink|projection)\[\d+\]\.type", path)
-    if kind and what.startswith("Invalid value"):
-        union = SinkConfig if kind.group(1) == "sink" else ProjectionConfig
-        tags = [msgspec.inspect.type_info(t).tag for t in typing.get_args(union)]  # type: ignore[attr-defined]
-        what += f"; expected one of {', '.join(repr(t) for t in tags)}"
     path = re.sub(r"\.options(?=\.|$)", "", path) or "(top level)"
     return f"{path}: {what}"
 
 
-def _literal_choices(path: str) -> tuple[object, ...]:
-    """The allowed values of a Literal-typed key such as `log.fsync`, else ()."""
-    typ: object = Config
+def _literal_choices(path: str, root: object = Config) -> tuple[object, ...]:
+    """The allowed values of a Literal-typed key such as `log.fsync` (of `root`), else ()."""
+    typ: object = root
     for part in re.sub(r"\[\d+\]", "", path).split("."):
         if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
             return ()

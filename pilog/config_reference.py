@@ -144,10 +144,20 @@ def _table(cls: type, skip: set[str] = frozenset(), note: dict[str, str] | None 
     return "\n".join(rows) + "\n"
 
 
-def _tag(cls: type) -> str:
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    return str(info.tag)
+def _plugin_tables(key: str) -> list[str]:
+    """A section per built-in type of a plugin table, with its own keys."""
+    from pilog.plugins import find_plugin, options_of  # noqa: PLC0415
+
+    kind = c.plugin_kind(key)
+    parts = []
+    for name in kind.builtin:
+        options = options_of(find_plugin(kind, name))
+        parts.append(f'\n### `type = "{name}"`\n\n')
+        if msgspec.structs.fields(options):
+            parts.append(_table(options))
+        else:
+            parts.append("No keys of its own.\n")
+    return parts
 
 
 def render() -> str:
@@ -161,17 +171,21 @@ def render() -> str:
         _table(c.SensorConfig, skip={"options"}),
     ]
     parts.append(
-        "\n## `[[sink]]`\n\nOne table per sink; `type` selects the kind. Details of each wire "
-        "format: [sinks](sinks.md).\n"
+        "\n## `[[sink]]`\n\nOne table per sink; `type` selects the kind: a built-in type below, "
+        '"package.module:Class", or an entry point of the `pilog.sinks` group. These keys are '
+        "common to every type; the other keys are the type's own, listed per built-in type "
+        "below (`pilog sinks TYPE` shows them too). Details of each wire format: "
+        "[sinks](sinks.md).\n\n"
     )
-    for cls in typing.get_args(c.SinkConfig):
-        parts += [f'\n### `type = "{_tag(cls)}"`\n\n', _table(cls)]
+    parts.append(_table(c.SinkConfig, skip={"options"}))
+    parts += _plugin_tables("sink")
     parts.append(
-        "\n## `[[projection]]`\n\nOne table per projection; `type` selects the kind: "
-        "[projections](projections.md).\n"
+        "\n## `[[projection]]`\n\nOne table per projection; `type` selects the kind: a built-in "
+        'type below, "package.module:Class", or an entry point of the `pilog.projections` '
+        "group: [projections](projections.md). These keys are common to every type:\n\n"
     )
-    for cls in typing.get_args(c.ProjectionConfig):
-        parts += [f'\n### `type = "{_tag(cls)}"`\n\n', _table(cls)]
+    parts.append(_table(c.ProjectionConfig, skip={"options"}))
+    parts += _plugin_tables("projection")
     parts += [
         "\n## `[projections]`\n\nThe lmdb map all projections share: address space, not disk "
         "(the file holds what they store). A full map doubles up to `map_size_max`; beyond it, "

@@ -18,6 +18,8 @@ A CLI command turns any PilogError into one sentence on stderr and a non-zero ex
 
 from __future__ import annotations
 
+import re
+
 
 class PilogError(Exception):
     """Base of every error pilog raises on purpose."""
@@ -111,14 +113,30 @@ class LogIOError(LogError):
         self.errno = err.errno
 
 
-MQTT_EXTRA_FIX = (
-    "pip install 'paho-mqtt>=2.0' into pilog's environment, or reinstall pilog's wheel with "
-    "[mqtt] (docs/install.md, Extras)"
-)
+def extra_missing(what: str, extra: str) -> str:
+    """The error for a part of pilog whose optional dependency (pilog's `extra`) is missing."""
+    requirements = extra_requirements(extra)
+    package = ", ".join(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0] for r in requirements)
+    command = " ".join(f"'{r}'" for r in requirements) or f"'pilog[{extra}]'"
+    return (
+        f'{what} needs {package or extra} (pilog\'s "{extra}" extra), which is not installed: '
+        f"pip install {command} into pilog's environment, or reinstall pilog's wheel with "
+        f"[{extra}] (docs/install.md, Extras)"
+    )
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements pilog's `extra` adds, from the installed metadata ("paho-mqtt>=2.0")."""
+    import importlib.metadata  # noqa: PLC0415  (slow to import; only for this error)
+
+    try:
+        requires = importlib.metadata.metadata("pilog").get_all("Requires-Dist") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(rf"""^(.*?);\s*extra\s*==\s*['"]{re.escape(extra)}['"]\s*$""")
+    return [m.group(1).strip() for r in requires if (m := marker.match(r))]
 
 
 def mqtt_extra_missing(what: str) -> str:
     """The error for an mqtt sink or driver without paho-mqtt (the `mqtt` extra)."""
-    return (
-        f'{what} needs paho-mqtt (pilog\'s "mqtt" extra), which is not installed: {MQTT_EXTRA_FIX}'
-    )
+    return extra_missing(what, "mqtt")

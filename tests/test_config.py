@@ -205,11 +205,49 @@ def test_every_problem_of_a_config_is_reported_at_once_with_suggestions() -> Non
         "expected one of 'drop_oldest', 'block'",
         "pilog.toml: sensor[0].interval_ms: Expected `int`, got `str`",
         "pilog.toml: sink[0]: unknown key `bach_max`; did you mean `batch_max`?",
-        "pilog.toml: sink[1].type: Invalid value 'carrier-pigeon'; "
-        "expected one of 'http-json', 'influx-line', 'mqtt'",
+        "pilog.toml: sink[1].type: unknown sink 'carrier-pigeon'; `pilog sinks` lists them "
+        "(or name a class as 'package.module:Class')",
         "pilog.toml: projection[0]: unknown key `window`; did you mean `windows`?",
     ]
     assert str(err.value).splitlines()[0] == "8 problems in the config:"
+
+
+def test_a_misspelt_sink_or_projection_type_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigProblemsError) as err:
+        parse(
+            """
+            [[sink]]
+            name = "keep"
+            type = "http-jsno"
+            url = "http://127.0.0.1:1/"
+            [[projection]]
+            type = "rolup"
+            """
+        )
+    assert err.value.problems == [
+        "pilog.toml: sink[0].type: unknown sink 'http-jsno'; did you mean http-json? "
+        "`pilog sinks` lists them (or name a class as 'package.module:Class')",
+        "pilog.toml: projection[0].type: unknown projection 'rolup'; did you mean rollup? "
+        "`pilog projections` lists them (or name a class as 'package.module:Class')",
+    ]
+
+
+def test_a_sink_options_bad_values_name_the_key_path() -> None:
+    with pytest.raises(ConfigProblemsError) as err:
+        parse(
+            """
+            [[sink]]
+            name = "vm"
+            type = "influx-line"
+            url = "ftp://127.0.0.1:1/"
+            api = "v3"
+            batch_max = 0
+            """
+        )
+    assert err.value.problems == [
+        "pilog.toml: sink[0]: batch_max must be at least 1",
+        "pilog.toml: sink[0].api: Invalid enum value 'v3'; expected one of 'v1', 'v2'",
+    ]
 
 
 def test_a_lone_problem_is_one_line() -> None:

@@ -7,7 +7,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from pilog.cli.common import (
 )
 from pilog.counts import counted
 from pilog.errors import PilogError
+
+if TYPE_CHECKING:
+    from pilog.plugins import PluginKind
 
 
 def _flags_show_no_type() -> None:
@@ -284,6 +287,49 @@ def drivers(
         print(json.dumps(described, indent=2))
     else:
         drivers_cmd.render(described)
+
+
+@app.command()
+def sinks(
+    name: Annotated[
+        str | None, typer.Argument(help="A sink type: print its options and sample config")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """List the sink types a [[sink]] can name, or one type's options and sample config."""
+    from pilog.uploader.sinks import KIND
+
+    _plugins(KIND, name, as_json)
+
+
+@app.command()
+def projections(
+    name: Annotated[
+        str | None, typer.Argument(help="A projection type: print its options and sample")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """List the projection types a [[projection]] can name, or one type's options and sample."""
+    from pilog.projections import KIND
+
+    _plugins(KIND, name, as_json)
+
+
+def _plugins(kind: PluginKind, name: str | None, as_json: bool) -> None:
+    from pilog.cli import plugins as plugins_cmd
+
+    if name is None:
+        listing = plugins_cmd.listing(kind)
+        if as_json:
+            print(json.dumps(listing, indent=2))
+        else:
+            plugins_cmd.render_listing(kind, listing)
+        return
+    described = plugins_cmd.describe(kind, name)
+    if as_json:
+        print(json.dumps(described, indent=2))
+    else:
+        plugins_cmd.render(kind, described)
 
 
 @app.command()

@@ -116,21 +116,23 @@ class _SinkProbe:
         self.budget_s = budget_s
         self.until = time.monotonic() + budget_s + PROBE_GRACE_S
         self.result: ProbeResult | None = None
-        args = (sink, config.device_id, Path(config.data_dir), budget_s)
+        args = (sink, config.device_id, Path(config.data_dir), budget_s, driver_dirs(config))
         self.thread = threading.Thread(
             target=self._run, args=args, name=f"check:sink:{sink.name}", daemon=True
         )
         self.thread.start()
 
-    def _run(self, sink: SinkConfig, device_id: str, data_dir: Path, budget_s: float) -> None:
+    def _run(
+        self, sink: SinkConfig, device_id: str, data_dir: Path, budget_s: float, search: list[Path]
+    ) -> None:
         try:
-            self.result = probe_sink(sink, device_id, data_dir, budget_s)
+            self.result = probe_sink(sink, device_id, data_dir, budget_s, search)
         except Exception as e:  # a bug or a library's surprise: a row, not a dead thread
             self.result = ProbeResult(False, f"the probe failed: {type(e).__name__}: {e}")
 
     def outcome(self) -> Outcome:
         self.thread.join(max(self.until - time.monotonic(), 0.0))
-        what, kind = f"sink:{self.sink.name}", str(type(self.sink).__struct_config__.tag)
+        what, kind = f"sink:{self.sink.name}", self.sink.type
         if self.result is None:
             detail = f"the probe did not finish within {self.budget_s:g}s"
             return Outcome(what, kind, False, detail)

@@ -84,23 +84,35 @@ def options(struct: type[msgspec.Struct]) -> list[dict[str, Any]]:
                 "type": _type_name(f.type, hex_ints=f.name in HEX_OPTIONS),
                 "choices": _choices(f.type),
                 "required": f.required,
-                "default": msgspec.to_builtins(default),
+                "default": msgspec.to_builtins(default, enc_hook=_plain),
                 "doc": docs.get(f.name, ""),
             }
         )
     return out
 
 
+def _plain(value: object) -> object:
+    """A default msgspec cannot encode as it is (Size, Duration, Path) as its plain value."""
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain):
+            return plain(value)
+    return str(value)
+
+
 def _field_docs(struct: type[msgspec.Struct]) -> dict[str, str]:
-    try:
-        source = inspect.getsource(struct)
-    except (OSError, TypeError):  # defined where no source is kept
-        return {}
-    docs = {}
-    for line in source.splitlines()[1:]:
-        m = _FIELD_RE.match(line)
-        if m and m.group(2):
-            docs[m.group(1)] = m.group(2).strip()
+    """Each field's trailing comment, from the struct and the structs it extends."""
+    docs: dict[str, str] = {}
+    for cls in reversed(struct.__mro__):
+        if not (issubclass(cls, msgspec.Struct) and cls is not msgspec.Struct):
+            continue
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):  # defined where no source is kept
+            continue
+        for line in source.splitlines()[1:]:
+            m = _FIELD_RE.match(line)
+            if m and m.group(2):
+                docs[m.group(1)] = m.group(2).strip()
     return docs
 
 

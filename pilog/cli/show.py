@@ -18,9 +18,9 @@ from rich.table import Table
 
 from pilog.events import Value, rfc3339
 from pilog.projections.base import ProjectionError
-from pilog.projections.latest import LatestRow, read_latest
+from pilog.projections.latest.projection import LatestRow, read_latest
 from pilog.projections.lmdb_store import ProjectionStore, projections_path
-from pilog.projections.rollup import WindowRow, list_series, read_windows
+from pilog.projections.rollup.projection import WindowRow, list_series, read_windows
 
 SPARK = "▁▂▃▄▅▆▇█"
 DEFAULT_WINDOWS = 60  # windows shown when no --since is given: the newest ones

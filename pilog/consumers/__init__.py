@@ -11,7 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from pilog.config import Config
+from pilog.config import Config, driver_dirs
 from pilog.consumers.base import Consumer, ConsumerState
 from pilog.datadir import EventLog
 
@@ -39,8 +39,9 @@ class ConsumerGroup:
         consumers: list[Consumer] = []
         try:
             context = SinkContext(config.device_id, events.epoch_hex, config.data_dir)
+            search = driver_dirs(config)
             for sink in config.sink:
-                consumers.append(Uploader(sink, open_sink(sink, context), events, stop))
+                consumers.append(Uploader(sink, open_sink(sink, context, search), events, stop))
             if config.projection:
                 from pilog.projections.consumer import ProjectionConsumer  # noqa: PLC0415
 

@@ -35,13 +35,10 @@ from pilog.clock import Clock
 from pilog.config import SensorConfig
 from pilog.errors import ConfigError
 from pilog.events import Value
+from pilog.plugins import NoOptions
 
 Payload = dict[str, Value]
 READ_WAIT_S = 1.0  # the longest a StreamingDriver.read may wait for data before returning []
-
-
-class NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Options of a driver that takes none."""
 
 
 @dataclass

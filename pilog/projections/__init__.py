@@ -8,46 +8,56 @@ projection in a `ProjectionRunner` (`open_runners`), feeds it batches from the r
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from pilog.config import (
-    Config,
-    LatestProjectionConfig,
-    ProjectionConfig,
-    RollupProjectionConfig,
-    projection_name,
-)
-from pilog.consumers.clock import ClockCorrection
-from pilog.datadir import DataDirPaths, writer_pid
-from pilog.errors import LockedError
+from pilog.config import Config, ProjectionConfig, driver_dirs, projection_name
+from pilog.errors import ConfigError, LockedError
 from pilog.events import Event, decode_event
-from pilog.history import History
-from pilog.log.reader import Progress
+from pilog.plugins import PluginKind, convert_options, extra_missing, find_plugin
 from pilog.projections.base import (
     Projection,
     ProjectionError,
     ProjectionFullError,
     ProjectionMeta,
+    ProjectionPlugin,
 )
-from pilog.projections.latest import LatestProjection
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
-from pilog.projections.rollup import RollupProjection
+
+if TYPE_CHECKING:
+    from pilog.consumers.clock import ClockCorrection
+    from pilog.history import History
+    from pilog.log.reader import Progress
 
 __all__ = [
+    "BUILTIN",
+    "KIND",
     "Projection",
     "ProjectionError",
     "ProjectionFullError",
     "ProjectionMeta",
+    "ProjectionPlugin",
     "ProjectionRunner",
     "ProjectionStore",
+    "find_projection",
     "make_projection",
     "open_runners",
     "open_store",
     "projections_path",
     "rebuild",
 ]
+
+_HERE = Path(__file__).parent
+# Every folder here with a projection.py is a built-in projection named after the folder; its
+# module exposes the class as PROJECTION (as drivers expose DRIVER).
+BUILTIN: dict[str, str] = {
+    p.parent.name.replace("_", "-"): f"pilog.projections.{p.parent.name}.projection:PROJECTION"
+    for p in sorted(_HERE.glob("*/projection.py"))
+}
+KIND = PluginKind("projection", BUILTIN, "pilog.projections", "pilog projections")
 
 # Events a rebuild applies between commits: bounds the pending state held in memory.
 REBUILD_COMMIT_EVENTS = 50_000
@@ -64,13 +74,38 @@ def open_store(config: Config) -> ProjectionStore:
     )
 
 
-def make_projection(config: ProjectionConfig, store: ProjectionStore) -> Projection:
+def find_projection(ref: str, search: Sequence[Path] = ()) -> type[ProjectionPlugin]:
+    """The projection class named by a built-in type, "module:Class", or an entry point.
+
+    `search`: directories where a "module:Class" projection's module may live (the config
+    file's directory and its `driver_paths`).
+    """
+    cls = find_plugin(KIND, ref, search)
+    if not isinstance(cls, type) or not callable(getattr(cls, "from_config", None)):
+        raise ConfigError(
+            f"projection '{ref}' is not a projection class: it needs a from_config classmethod "
+            "(pilog.projections.ProjectionPlugin)"
+        )
+    return cls  # checked structurally above
+
+
+def make_projection(
+    config: ProjectionConfig, store: ProjectionStore, search: Sequence[Path] = ()
+) -> Projection:
     """The projection a `[[projection]]` table describes, reading through `store`."""
+    import msgspec  # noqa: PLC0415
+
+    cls = find_projection(config.type, search)
     name = projection_name(config)
-    if isinstance(config, LatestProjectionConfig):
-        return LatestProjection(name, store.db(name))
-    assert isinstance(config, RollupProjectionConfig)
-    return RollupProjection(name, store.db(name), [int(w) for w in config.windows])
+    try:
+        options = convert_options(cls, config.options)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"projection {name}: {e}") from e
+    try:
+        return cls.from_config(config, options, store.db(name))
+    except ImportError as e:
+        what = f"the {config.type} projection" if config.type in BUILTIN else f"projection {name}"
+        raise ConfigError(extra_missing(what, cls, getattr(cls, "extra", None))) from e
 
 
 def select(config: Config, names: list[str] | None) -> list[ProjectionConfig]:
@@ -89,8 +124,11 @@ def open_runners(
     config: Config, store: ProjectionStore, names: list[str] | None = None
 ) -> list[ProjectionRunner]:
     """A runner for each selected configured projection, its cursor read from `store`."""
+    search = driver_dirs(config)
     return [
-        ProjectionRunner(make_projection(p, store), store, commit_interval_s=p.commit_interval)
+        ProjectionRunner(
+            make_projection(p, store, search), store, commit_interval_s=p.commit_interval
+        )
         for p in select(config, names)
     ]
 
@@ -110,6 +148,11 @@ def rebuild(
     projection (the log's next seq, or that reading's; 0 for an empty log). `progress` is
     told as the log is read.
     """
+    # Imported here: the config loader imports this package for the built-in types, and
+    # every command loads a config.
+    from pilog.datadir import DataDirPaths, writer_pid  # noqa: PLC0415
+    from pilog.history import History  # noqa: PLC0415
+
     pid = writer_pid(DataDirPaths(data_dir))
     if pid is not None and pid != os.getpid():
         raise LockedError(str(data_dir), pid)
@@ -125,6 +168,8 @@ def rebuild(
 def _feed(
     history: History, runners: list[ProjectionRunner], progress: Progress | None = None
 ) -> None:
+    from pilog.consumers.clock import ClockCorrection  # noqa: PLC0415
+
     last = history.last_seq()
     # pilog is not running: what is on disk is all the log there is.
     clock = ClockCorrection(history.reader, lambda: -1 if last is None else last)

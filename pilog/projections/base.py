@@ -9,11 +9,12 @@ the stored cursor, and the log replays the rest.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import lmdb
 import msgspec
 
+from pilog.config import ProjectionConfig
 from pilog.errors import PilogError
 from pilog.events import Event
 
@@ -101,6 +102,28 @@ class Projection(Protocol):
     def committed(self) -> None: ...
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None: ...
+
+
+class ProjectionPlugin(Protocol):
+    """A projection type: the class a `[[projection]]` table's `type` names (`PROJECTION` of
+    a built-in). Implementors guarantee:
+
+    - `Options` is a frozen msgspec Struct with `forbid_unknown_fields=True` holding the
+      table's keys other than `type`, `name` and `commit_interval`; its `__post_init__`
+      validates what types alone cannot (ValueError naming the key and the fix).
+    - `extra` names the pip extra holding its optional dependencies (None: it has none); the
+      class's module imports without them, `from_config` raises ImportError when one is
+      missing, and `open_projection` turns that into a ConfigError naming the extra.
+    - `from_config(config, options, db)` returns a `Projection` named `projection_name(config)`
+      that keeps its state in `db` only; it does no I/O besides reading `db`. Its `meta`
+      describes the options that change what is stored (a changed meta is rebuilt).
+    """
+
+    Options: ClassVar[type[msgspec.Struct]]
+    extra: ClassVar[str | None]
+
+    @classmethod
+    def from_config(cls, config: ProjectionConfig, options: Any, db: StateDb) -> Projection: ...
 
 
 KEY_SEP = b"\x00"

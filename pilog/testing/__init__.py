@@ -1,8 +1,10 @@
-"""Shipped test support for pilog and for driver authors.
+"""Shipped test support for pilog and for driver and sink authors.
 
 Fakes stand in only for what a test machine cannot have (an I2C bus, an SPI device, the wall
 clock, a failing disk); each implements the real library's surface, backed by datasheet
-simulators. The modules import no hardware library at import time.
+simulators. The modules import no hardware library at import time. `sink_contract` is the
+behaviour suite every sink type passes (it imports pytest), with `tcp_proxy` to make a real
+server unreachable or hung under a sink.
 """
 
 from pilog.testing.clock import FakeClock

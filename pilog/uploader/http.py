@@ -11,29 +11,54 @@ import email.utils
 import gzip
 import ssl
 import time
+import urllib.parse
+from pathlib import Path
 
 import httpx
+import msgspec
 
-from pilog.config import HttpJsonSinkConfig, InfluxLineSinkConfig
+from pilog.config import SinkConfig
 from pilog.errors import ConfigError
 from pilog.uploader.sink import Outcome, SinkContext, read_secret, secret_env_name
-
-HttpSinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig
 
 GZIP_LEVEL = 5  # most of level 9's ratio on sensor JSON, at a fraction of the CPU on a Pi
 DETAIL_BODY_CHARS = 200  # of a refusal's body, kept for the dead letter and `pilog status`
 RETRY_STATUSES = frozenset({408, 425, 429})
 
 
-def make_client(config: HttpSinkConfig, context: SinkContext) -> httpx.Client:
+class HttpOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The keys every HTTP sink takes besides the common ones."""
+
+    url: str = ""  # required: http:// or https://
+    token_file: Path | None = None  # else $PILOG_SINK_<NAME>_TOKEN; never logged
+    ca_bundle: Path | None = None  # PEM file to verify the server with, instead of the system's
+    gzip: bool = True  # Content-Encoding: gzip
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+
+
+def url_without_secrets(url: str) -> str:
+    """`url` without user and password, for messages (`where`)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def make_client(config: SinkConfig, options: HttpOptions, context: SinkContext) -> httpx.Client:
     """A client that keeps its connection, verifies TLS (with `ca_bundle` if given)."""
     verify: ssl.SSLContext | bool = True
-    if config.ca_bundle is not None:
+    if options.ca_bundle is not None:
         try:
-            verify = ssl.create_default_context(cafile=str(config.ca_bundle))
+            verify = ssl.create_default_context(cafile=str(options.ca_bundle))
         except (OSError, ssl.SSLError) as e:
             raise ConfigError(
-                f"sink {config.name}: cannot use ca_bundle {config.ca_bundle}: "
+                f"sink {config.name}: cannot use ca_bundle {options.ca_bundle}: "
                 f"{getattr(e, 'strerror', None) or e}"
             ) from e
     return httpx.Client(
@@ -44,8 +69,8 @@ def make_client(config: HttpSinkConfig, context: SinkContext) -> httpx.Client:
     )
 
 
-def bearer_token(config: HttpSinkConfig) -> str | None:
-    token = read_secret(config.token_file, secret_env_name(config.name, "token"), what="token")
+def bearer_token(config: SinkConfig, options: HttpOptions) -> str | None:
+    token = read_secret(options.token_file, secret_env_name(config.name, "token"), what="token")
     if token is not None and not token.isprintable():
         # httpx would refuse the header quoting it, and every retry would fail the same way.
         raise ConfigError(

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pilog.cli.common import human_age
-from pilog.config import InfluxLineSinkConfig, SinkConfig
+from pilog.config import SinkConfig
 from pilog.consumers.base import IDLE_WAIT_S, Consumer, Restart
 from pilog.counts import counted
 from pilog.datadir import EventLog
@@ -284,7 +284,7 @@ class Uploader(Consumer):
                 "paused with nothing dead-lettered, trying again every %.0fs or on "
                 "`pilog retry %s`. %s",
                 name,
-                self.config.url,
+                self.sink.where(),
                 outcome.detail,
                 refused,
                 wait,
@@ -381,7 +381,7 @@ def _refused_alike(refused: list[tuple[Event, Outcome]]) -> int:
 def endpoint_fix(config: SinkConfig, outcome: Outcome) -> str:
     """The likely fix when a receiver refuses every reading alike."""
     about_url = outcome.status in ENDPOINT_STATUSES or "path" in outcome.detail.lower()
-    if isinstance(config, InfluxLineSinkConfig):
+    if config.type == "influx-line":
         fix = (
             "Check the url: for influx-line it is the server's base URL (e.g. "
             "http://127.0.0.1:8428), pilog appends the write path (/api/v2/write with "

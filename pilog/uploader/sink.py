@@ -15,9 +15,12 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+
+import msgspec
 
 from pilog import __version__
+from pilog.config import SinkConfig
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, event_id, rfc3339
 
@@ -78,20 +81,56 @@ class SinkContext:
 
 
 class Sink(Protocol):
-    """One receiver. Implementations guarantee:
+    """An open sink, as the uploader loop drives it. Implementations guarantee:
 
-    - `send` blocks until the receiver answered or `timeout` passed, and returns an Outcome
-      instead of raising for anything the network or the receiver does;
-    - `ack` means every event of `batch` was accepted (HTTP 2xx, MQTT PUBACK for each);
+    - `send` blocks until the receiver answered or the sink's `timeout` passed, and returns
+      an Outcome instead of raising for anything the network or the receiver does;
+    - `ack` means every event of `batch` was accepted and stored (HTTP 2xx, MQTT PUBACK for
+      each message, a committed transaction);
     - the same batch may be sent again after any outcome, so requests carry the events' ids
-      (and, for HTTP, the idempotency key);
-    - secrets (tokens, passwords) appear in no `detail`, log line or exception.
+      (and, for HTTP, the idempotency key); a receiver that de-duplicates by id keeps one;
+    - after a failure the same instance reconnects by itself on a later `send`;
+    - secrets (tokens, passwords) appear in no `detail`, log record or exception text;
+    - `close` returns within a bounded time even while the receiver hangs or is down, and
+      `send` after `close` raises RuntimeError (a programming error, not an Outcome).
     Every event of a batch is a `Reading`; the uploader skips other event types.
     """
 
     def send(self, batch: Sequence[Event]) -> Outcome: ...
 
     def close(self) -> None: ...
+
+    def where(self) -> str:
+        """The endpoint, for messages and `pilog status`: a URL without credentials."""
+        ...
+
+
+class SinkPlugin(Sink, Protocol):
+    """A sink type: the class a `[[sink]]` table's `type` names (`SINK` of a built-in).
+
+    Besides `Sink`'s guarantees:
+    - `Options` is a frozen msgspec Struct with `forbid_unknown_fields=True` holding the
+      table's keys other than the common ones of `SinkConfig`; its `__post_init__` validates
+      what types alone cannot (raise ValueError with the key's name and the fix). Size,
+      Duration and Path keys decode as in `pilog.config`.
+    - `extra` names the pip extra holding its optional dependencies (None: it has none). The
+      class's module imports without them; `__init__` raises ImportError when one is missing,
+      and `open_sink` turns that into a ConfigError naming the extra.
+    - `__init__(config, options, context)` does no network I/O: it reads secrets and checks
+      what the config alone can tell (raising ConfigError naming the sink and the fix); it
+      connects lazily, on the first `send` or `probe`.
+    - `probe(deadline)` is the harmless check of `pilog check`: it writes nothing the
+      receiver keeps, returns by `deadline` (time.monotonic()), `ack` when the receiver would
+      take readings with these settings, and otherwise an outcome whose detail says what is
+      wrong and what to change. Like `send`, it never raises for what the network does.
+    """
+
+    Options: ClassVar[type[msgspec.Struct]]
+    extra: ClassVar[str | None]
+
+    def __init__(self, config: SinkConfig, options: Any, context: SinkContext) -> None: ...
+
+    def probe(self, deadline: float) -> Outcome: ...
 
 
 def readings(batch: Sequence[Event]) -> list[tuple[Event, Reading]]:

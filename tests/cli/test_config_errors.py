@@ -33,7 +33,9 @@ def test_every_typo_of_the_tables_is_named_in_one_run(tmp_path: Path) -> None:
     assert problems[0] == "log: unknown key `fsyncc`; did you mean `fsync`?"
     assert problems[1].startswith("log.retain: expected a duration")
     assert problems[2].startswith("sensor[0]: interval_ms must be 0")
-    assert problems[3].startswith("projection[0].type: Invalid value 'latst'")
+    assert problems[3].startswith(
+        "projection[0].type: unknown projection 'latst'; did you mean latest?"
+    )
     assert len(problems) == 4
 
 

@@ -26,7 +26,7 @@ from pilog.history import History
 from pilog.log.reader import LogReader
 from pilog.projections import rebuild
 from pilog.projections.consumer import ProjectionConsumer
-from pilog.projections.latest import read_latest
+from pilog.projections.latest.projection import read_latest
 from pilog.projections.lmdb_store import ProjectionStore, projections_path
 from pilog.runtime import Runtime
 from pilog.testing.clock import FakeClock

@@ -46,7 +46,7 @@ from pilog.config import load_config
 from pilog.events import Gap, Reading, event_id
 from pilog.history import History
 from pilog.projections import projections_path, rebuild
-from pilog.projections.rollup import WINDOW_TAG, split_window_key
+from pilog.projections.rollup.projection import WINDOW_TAG, split_window_key
 
 ROUNDS = 30
 SENSORS = 20

@@ -22,7 +22,7 @@ from pilog.config import parse_config
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading
 from pilog.projections import ProjectionFullError, open_store
-from pilog.projections.latest import LatestProjection, read_latest
+from pilog.projections.latest.projection import LatestProjection, read_latest
 from pilog.projections.lmdb_map import (
     GIB,
     KIB,
@@ -35,7 +35,7 @@ from pilog.projections.lmdb_map import (
     map_limits,
 )
 from pilog.projections.lmdb_store import CommitGroup, ProjectionRunner, ProjectionStore
-from pilog.projections.rollup import RollupProjection
+from pilog.projections.rollup.projection import RollupProjection
 
 SECOND = 1_000_000_000
 T0 = 1_795_000_000 * SECOND
@@ -269,7 +269,7 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from pilog.events import Event, Reading
-    from pilog.projections.latest import LatestProjection
+    from pilog.projections.latest.projection import LatestProjection
     from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore
 
     store = ProjectionStore(Path(sys.argv[1]), map_size=64 << 10, map_size_max=64 << 20)
@@ -328,7 +328,7 @@ NO_ROOM = textwrap.dedent(
     from pilog.events import Event, Reading
     from pilog.projections import ProjectionFullError
     from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore
-    from pilog.projections.rollup import RollupProjection
+    from pilog.projections.rollup.projection import RollupProjection
 
     store = ProjectionStore(Path(sys.argv[1]), map_size=64 << 10, map_size_max=1 << 30)
     runner = ProjectionRunner(

@@ -11,7 +11,7 @@ import pytest
 
 from pilog.events import Event, Note, Reading
 from pilog.projections.base import ProjectionError, ProjectionMeta
-from pilog.projections.latest import LatestProjection, read_latest
+from pilog.projections.latest.projection import LatestProjection, read_latest
 from pilog.projections.lmdb_store import (
     CommitGroup,
     ProjectionRunner,
@@ -20,7 +20,7 @@ from pilog.projections.lmdb_store import (
     prefix_end,
     projections_path,
 )
-from pilog.projections.rollup import LAYOUT, RollupProjection
+from pilog.projections.rollup.projection import LAYOUT, RollupProjection
 
 T0 = 1_795_000_000_000_000_000
 SECOND = 1_000_000_000

@@ -26,9 +26,14 @@ from pilog.errors import LockedError
 from pilog.events import DriverStarted, Event, Gap, Note, Reading
 from pilog.history import History
 from pilog.projections import ProjectionError, open_runners, rebuild
-from pilog.projections.latest import LatestProjection
+from pilog.projections.latest.projection import LatestProjection
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
-from pilog.projections.rollup import SERIES_TAG, WINDOW_TAG, RollupProjection, split_window_key
+from pilog.projections.rollup.projection import (
+    SERIES_TAG,
+    WINDOW_TAG,
+    RollupProjection,
+    split_window_key,
+)
 from pilog.testing.clock import FakeClock
 
 SECOND = 1_000_000_000

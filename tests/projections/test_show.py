@@ -15,9 +15,9 @@ from rich.console import Console
 from pilog.cli.show import show_latest, show_rollup, sparkline
 from pilog.events import Event, Reading, Value
 from pilog.projections.base import ProjectionError
-from pilog.projections.latest import LatestProjection, read_latest
+from pilog.projections.latest.projection import LatestProjection, read_latest
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore, projections_path
-from pilog.projections.rollup import RollupProjection
+from pilog.projections.rollup.projection import RollupProjection
 
 SECOND = 1_000_000_000
 HOUR0 = 1_795_000_000 // 3600 * 3600 * SECOND
@@ -173,7 +173,7 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from pilog.events import Event, Reading
-    from pilog.projections.latest import LatestProjection
+    from pilog.projections.latest.projection import LatestProjection
     from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore
 
     store = ProjectionStore(Path(sys.argv[1]))

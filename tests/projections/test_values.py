@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from pilog.events import ClockStep, Event, Gap, Reading, Value
-from pilog.projections.latest import LatestProjection, LatestRow, read_latest
+from pilog.projections.latest.projection import LatestProjection, LatestRow, read_latest
 from pilog.projections.lmdb_store import ProjectionRunner, ProjectionStore
-from pilog.projections.rollup import (
+from pilog.projections.rollup.projection import (
     WINDOW_TAG,
     RollupProjection,
     WindowRow,

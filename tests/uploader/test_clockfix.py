@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from pilog.config import HttpJsonSinkConfig, parse_config
+from pilog.config import parse_config
 from pilog.consumers.clock import PLAUSIBLE_AFTER_NS
 from pilog.datadir import EventLog
 from pilog.events import ClockStep, Reading, rfc3339
@@ -21,7 +21,7 @@ from pilog.testing.clock import FakeClock
 from pilog.testing.receiver import Receiver
 from pilog.uploader.loop import Uploader
 from pilog.uploader.sink import SinkContext
-from pilog.uploader.sinks.http_json import HttpJsonSink
+from pilog.uploader.sinks import open_sink
 
 BOOT_WALL_NS = 5 * 10**9  # 1970-01-01T00:00:05Z: the clock of a board without RTC
 NTP_WALL_NS = PLAUSIBLE_AFTER_NS + 21 * 86400 * 10**9 + 123_456_000
@@ -49,9 +49,8 @@ class Box:
         self.events = EventLog(self.config, clock=self.clock)
         self.stop = threading.Event()
         sink = self.config.sink[0]
-        assert isinstance(sink, HttpJsonSinkConfig)
         ctx = SinkContext("rtcless", self.events.epoch_hex, tmp_path)
-        self.uploader = Uploader(sink, HttpJsonSink(sink, ctx), self.events, self.stop)
+        self.uploader = Uploader(sink, open_sink(sink, ctx), self.events, self.stop)
 
     def reading(self, i: int) -> int:
         self.clock.advance(S)

@@ -8,11 +8,10 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from pilog import __version__
-from pilog.config import HttpJsonSinkConfig
+from pilog.config import sink_from_table
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading
 from pilog.testing import Receiver
@@ -29,7 +28,8 @@ from pilog.testing.receiver import (
 )
 from pilog.uploader.http import encode_body
 from pilog.uploader.sink import SinkContext
-from pilog.uploader.sinks.http_json import HttpJsonSink
+from pilog.uploader.sinks import open_sink
+from pilog.uploader.sinks.http_json.sink import HttpJsonSink
 
 DEVICE = "dev-1"
 EPOCH = "00c0ffee"
@@ -77,19 +77,14 @@ def make_sink(rx: Receiver, context: SinkContext) -> Iterator[SinkFactory]:
 
     def make(**keys: object) -> HttpJsonSink:
         raw = {"type": "http-json", "name": "api", "url": rx.url, **keys}
-        config = msgspec.convert(raw, HttpJsonSinkConfig, dec_hook=_dec_hook)
-        sinks.append(HttpJsonSink(config, context))
+        sink = open_sink(sink_from_table(raw), context)
+        assert isinstance(sink, HttpJsonSink)
+        sinks.append(sink)
         return sinks[-1]
 
     yield make
     for sink in sinks:
         sink.close()
-
-
-def _dec_hook(typ: type, obj: object) -> object:
-    if typ is Path and isinstance(obj, str):
-        return Path(obj)
-    return typ(obj)
 
 
 # -- the body and headers of the contract

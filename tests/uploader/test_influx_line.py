@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pilog.config import InfluxLineSinkConfig
+from pilog.config import SinkConfig, sink_from_table
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.sink import Outcome, SinkContext
-from pilog.uploader.sinks.influx_line import (
+from pilog.uploader.sinks import open_sink, sink_options
+from pilog.uploader.sinks.influx_line.sink import (
     InfluxLineSink,
     encode_batch,
     encode_lines,
@@ -280,17 +281,21 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
-def config(url: str, **kwargs: Any) -> InfluxLineSinkConfig:
+def config(url: str, **kwargs: Any) -> SinkConfig:
     kwargs.setdefault("api", "v1")
     if kwargs["api"] == "v1":
         kwargs.setdefault("database", "pilog")
-    return InfluxLineSinkConfig(name="influx", url=url, **kwargs)
+    return sink_from_table({"name": "influx", "type": "influx-line", "url": url, **kwargs})
 
 
-def send_one(
-    cfg: InfluxLineSinkConfig, context: SinkContext, batch: list[Event] | None = None
-) -> Outcome:
-    sink = InfluxLineSink(cfg, context)
+def open_influx(cfg: SinkConfig, context: SinkContext) -> InfluxLineSink:
+    sink = open_sink(cfg, context)
+    assert isinstance(sink, InfluxLineSink)
+    return sink
+
+
+def send_one(cfg: SinkConfig, context: SinkContext, batch: list[Event] | None = None) -> Outcome:
+    sink = open_influx(cfg, context)
     try:
         return sink.send(batch or [event(1, {"v": 1.5})])
     finally:
@@ -323,7 +328,10 @@ def test_v1_posts_to_write_with_db_and_ns_and_plain_body_without_gzip(
 
 def test_v2_without_org_leaves_it_to_the_token() -> None:
     cfg = config("http://h:8086/base/", api="v2", bucket="b")
-    assert write_url(cfg) == "http://h:8086/base/api/v2/write?bucket=b&precision=ns"
+    assert (
+        write_url(sink_options(InfluxLineSink, cfg))
+        == "http://h:8086/base/api/v2/write?bucket=b&precision=ns"
+    )
 
 
 @pytest.mark.parametrize(
@@ -360,7 +368,7 @@ def test_batch_with_nothing_writable_is_acked_without_a_request(
 def test_skipping_is_warned_once_until_a_clean_batch(
     recorder: _RecordingServer, context: SinkContext, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = InfluxLineSink(config(recorder.url), context)
+    sink = open_influx(config(recorder.url), context)
     nan_batch = [event(1, {"t": math.nan, "h": 1.0})]
     with caplog.at_level(logging.WARNING, logger="pilog.uploader"):
         outcomes = [sink.send(b) for b in (nan_batch, nan_batch, [event(2, {"h": 1.0})])]
@@ -457,7 +465,7 @@ def test_basic_auth_without_a_colon_in_the_token_is_a_config_error(
     context: SinkContext, token_file: Path
 ) -> None:
     with pytest.raises(ConfigError, match="username:password"):
-        InfluxLineSink(config("http://127.0.0.1:9", token_file=token_file, auth="basic"), context)
+        open_influx(config("http://127.0.0.1:9", token_file=token_file, auth="basic"), context)
 
 
 def test_stopped_server_means_retry(

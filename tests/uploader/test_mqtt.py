@@ -30,13 +30,14 @@ from mosquitto import (
     tls_files,
 )
 
-from pilog.config import Duration, HttpJsonSinkConfig, MqttSinkConfig
+from pilog.config import Duration, SinkConfig, sink_from_table
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.sink import Outcome, SinkContext, readings, secret_env_name
-from pilog.uploader.sinks import mqtt as mqtt_sink
-from pilog.uploader.sinks.http_json import HttpJsonSink
-from pilog.uploader.sinks.mqtt import MqttSink
+from pilog.uploader.sinks import open_sink as open_any_sink
+from pilog.uploader.sinks.http_json.sink import HttpJsonSink
+from pilog.uploader.sinks.mqtt import sink as mqtt_sink
+from pilog.uploader.sinks.mqtt.sink import MqttSink
 
 DEVICE_ID = "test-device"
 EPOCH_HEX = "00112233445566778899aabbccddeeff"
@@ -75,6 +76,18 @@ def context(tmp_path: Path) -> SinkContext:
     return SinkContext(DEVICE_ID, EPOCH_HEX, tmp_path)
 
 
+def mqtt_config(**table: Any) -> SinkConfig:
+    """A `[[sink]]` of type mqtt with these keys (Path values as the file's strings)."""
+    table = {k: str(v) if isinstance(v, Path) else v for k, v in table.items()}
+    return sink_from_table({"type": "mqtt", **table})
+
+
+def open_mqtt(config: SinkConfig, context: SinkContext) -> MqttSink:
+    sink = open_any_sink(config, context)
+    assert isinstance(sink, MqttSink)
+    return sink
+
+
 @pytest.fixture
 def open_sink(context: SinkContext) -> Iterator[OpenSink]:
     """Makes MqttSinks named SINK (unless told) and closes them all at teardown."""
@@ -82,7 +95,7 @@ def open_sink(context: SinkContext) -> Iterator[OpenSink]:
 
     def make(url: str, **config: Any) -> MqttSink:
         config.setdefault("timeout", Duration(WAIT_S))
-        sink = MqttSink(MqttSinkConfig(name=config.pop("name", SINK), url=url, **config), context)
+        sink = open_mqtt(mqtt_config(name=config.pop("name", SINK), url=url, **config), context)
         sinks.append(sink)
         return sink
 
@@ -108,7 +121,9 @@ def subscriber(broker: Broker) -> Iterator[Subscriber]:
 
 
 def http_json_objects(context: SinkContext, batch: list[Event]) -> list[dict[str, Any]]:
-    sink = HttpJsonSink(HttpJsonSinkConfig(name="json", url="http://127.0.0.1:1/"), context)
+    table = {"name": "json", "type": "http-json", "url": "http://127.0.0.1:1/"}
+    sink = open_any_sink(sink_from_table(table), context)
+    assert isinstance(sink, HttpJsonSink)
     try:
         return sink.objects(batch)
     finally:
@@ -339,7 +354,7 @@ def test_bad_settings_are_config_errors(
     options: dict[str, Any], message: str, context: SinkContext
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        MqttSink(MqttSinkConfig(name=SINK, **{"url": "mqtt://127.0.0.1", **options}), context)
+        open_mqtt(mqtt_config(name=SINK, **{"url": "mqtt://127.0.0.1", **options}), context)
 
 
 def test_password_without_username_is_a_config_error(
@@ -347,7 +362,7 @@ def test_password_without_username_is_a_config_error(
 ) -> None:
     monkeypatch.setenv(secret_env_name(SINK, "password"), PASSWORD)
     with pytest.raises(ConfigError, match="needs a username") as e:
-        MqttSink(MqttSinkConfig(name=SINK), context)
+        open_mqtt(mqtt_config(name=SINK), context)
     assert PASSWORD not in str(e.value)
 
 
@@ -355,12 +370,13 @@ def test_without_paho_the_sink_names_the_extra(tmp_path: Path) -> None:
     code = (
         "import sys, pathlib\n"
         "sys.modules['paho'] = None\n"  # what an environment without the extra looks like
-        "from pilog.config import MqttSinkConfig\n"
+        "from pilog.config import sink_from_table\n"
         "from pilog.uploader.sink import SinkContext\n"
         "from pilog.uploader.sinks import open_sink\n"
         "from pilog.errors import ConfigError\n"
         "try:\n"
-        "    open_sink(MqttSinkConfig(name='m'), SinkContext('d', 'e', pathlib.Path('.')))\n"
+        "    config = sink_from_table({'name': 'm', 'type': 'mqtt'})\n"
+        "    open_sink(config, SinkContext('d', 'e', pathlib.Path('.')))\n"
         "except ConfigError as e:\n"
         "    print(e)\n"
     )

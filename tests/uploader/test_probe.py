@@ -14,9 +14,12 @@ import httpx
 import pytest
 from helpers import PILOG, WAIT_S, clean_env, toml_value, write_config
 
-from pilog.config import InfluxLineSinkConfig, MqttSinkConfig, SinkConfig
+from pilog.config import SinkConfig, sink_from_table
 from pilog.testing.receiver import Receiver
-from pilog.uploader.probe import url_problem
+from pilog.uploader import probe
+from pilog.uploader.sinks import find_sink, sink_options
+from pilog.uploader.sinks.influx_line import sink as influx_line
+from pilog.uploader.sinks.mqtt import sink as mqtt
 
 if TYPE_CHECKING:
     from conftest import StartVictoriaMetrics, VictoriaMetrics
@@ -27,8 +30,24 @@ TOKEN = "vm-t0ken"
 # --- the url's shape ---------------------------------------------------------------------------
 
 
-def influx(url: str, **keys: Any) -> InfluxLineSinkConfig:
-    return InfluxLineSinkConfig(name="vm", url=url, **({"bucket": "pilog"} | keys))
+def influx(url: str, **keys: Any) -> SinkConfig:
+    table = {"name": "vm", "type": "influx-line", "url": url, "bucket": "pilog"} | keys
+    return sink_from_table({k: v for k, v in table.items() if v is not None})
+
+
+def mqtt_sink(url: str) -> SinkConfig:
+    return sink_from_table({"name": "m", "type": "mqtt", "url": url})
+
+
+def url_problem(config: SinkConfig) -> str | None:
+    """What the sink's probe says of its url's shape before it connects, or None."""
+    options = sink_options(find_sink(config.type), config)
+    problem = probe.url_problem(options.url)
+    if problem is None and config.type == "influx-line":
+        problem = influx_line.url_problem(options)
+    if problem is None and config.type == "mqtt":
+        problem = mqtt.url_problem(options)
+    return problem
 
 
 @pytest.mark.parametrize(
@@ -60,7 +79,7 @@ def influx(url: str, **keys: Any) -> InfluxLineSinkConfig:
             id="bucket and org in the query",
         ),
         pytest.param(
-            MqttSinkConfig(name="m", url="mqtt://broker:1883/plant"),
+            mqtt_sink("mqtt://broker:1883/plant"),
             'write url = "mqtt://broker:1883" and put the prefix in topic '
             '(topic = "plant/{device_id}/{sensor}")',
             id="mqtt path",
@@ -91,7 +110,7 @@ def test_influx_write_path_problem_shows_where_it_would_post() -> None:
         influx("http://127.0.0.1:8428/"),
         influx("https://proxy.example/influx"),
         influx("http://vm:8428", api="v1", database="pilog", bucket=None),
-        MqttSinkConfig(name="m", url="mqtts://broker"),
+        mqtt_sink("mqtts://broker"),
     ],
     ids=str,
 )

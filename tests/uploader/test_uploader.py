@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from pilog.config import Config, HttpJsonSinkConfig, parse_config
+from pilog.config import Config, parse_config
 from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
 from pilog.events import DeadLetter, Gap, Note, Reading
@@ -22,7 +22,7 @@ from pilog.history import History
 from pilog.testing.receiver import Receiver, ack_lost, fail, retry_after, unauthorized
 from pilog.uploader.loop import Uploader
 from pilog.uploader.sink import SinkContext
-from pilog.uploader.sinks.http_json import HttpJsonSink
+from pilog.uploader.sinks import open_sink
 
 DEVICE = "up-1"
 
@@ -53,10 +53,9 @@ class Rig:
         self.events = EventLog(config)
         self.stop = threading.Event()
         sink_config = config.sink[0]
-        assert isinstance(sink_config, HttpJsonSinkConfig)
         context = SinkContext(DEVICE, self.events.epoch_hex, config.data_dir)
         self.uploader = Uploader(
-            sink_config, HttpJsonSink(sink_config, context), self.events, self.stop
+            sink_config, open_sink(sink_config, context), self.events, self.stop
         )
 
     def id(self, seq: int) -> str:

@@ -45,15 +45,35 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import threading
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
-from pilog.config import InfluxLineSinkConfig
+import msgspec
+
+from pilog.config import SinkConfig
 from pilog.counts import counted
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
-from pilog.uploader.http import bearer_token, encode_body, make_client, post
+from pilog.uploader.http import (
+    HttpOptions,
+    bearer_token,
+    encode_body,
+    make_client,
+    post,
+    url_without_secrets,
+)
+from pilog.uploader.probe import (
+    ProbeFailed,
+    probe_request,
+    probe_steps,
+    reach,
+    through_proxy,
+    token_hint,
+    unexpected,
+)
 from pilog.uploader.sink import Outcome, SinkContext, readings
 
 log = logging.getLogger("pilog.uploader")
@@ -66,6 +86,26 @@ _KEY_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
 # scanners, which then swallow the timestamp; InfluxDB 1.x unescapes `\"` in keys.
 _FIELD_KEY_ESCAPES = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ ", '"': '\\"'})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
+WRITE_PATHS = ("/api/v2/write", "/write")  # what influx-line appends to its url
+# InfluxDB 2 before 2.0.9 refuses an empty write with this 400, after checking token and bucket.
+EMPTY_WRITE_REFUSAL = "writing requires points"
+
+
+class InfluxLineOptions(HttpOptions, frozen=True):
+    """`influx-line`'s keys: the server's base URL, the API and where points go."""
+
+    api: Literal["v1", "v2"] = "v2"  # v2: /api/v2/write; v1: /write (also VictoriaMetrics)
+    org: str | None = None  # v2 (default: the token's organisation)
+    bucket: str | None = None  # v2, required
+    database: str | None = None  # v1, required
+    auth: Literal["token", "basic"] = "token"  # basic: the token is user:password (VM httpAuth)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.api == "v2" and not self.bucket:
+            raise ValueError("api = 'v2' needs `bucket` (and usually `org`)")
+        if self.api == "v1" and not self.database:
+            raise ValueError("api = 'v1' needs `database`")
 
 
 @dataclass(slots=True)
@@ -156,7 +196,7 @@ def _field_set(reading: Reading) -> tuple[str, int]:
     return ",".join(parts), len(reading.values) - len(parts)
 
 
-def write_url(config: InfluxLineSinkConfig) -> str:
+def write_url(config: InfluxLineOptions) -> str:
     """The write endpoint of `config.api`, with its query string."""
     base = config.url.rstrip("/")
     if config.api == "v1":
@@ -167,31 +207,67 @@ def write_url(config: InfluxLineSinkConfig) -> str:
     return f"{base}/api/v2/write?{urllib.parse.urlencode(params)}"
 
 
-def authorization(config: InfluxLineSinkConfig, token: str) -> str:
+def authorization(name: str, options: InfluxLineOptions, token: str) -> str:
     """The Authorization header: `Token …`, or Basic for servers that take only that."""
-    if config.auth == "token":
+    if options.auth == "token":
         return f"Token {token}"
     if ":" not in token:
-        raise ConfigError(
-            f"sink {config.name}: auth = 'basic' needs the token as username:password"
-        )
+        raise ConfigError(f"sink {name}: auth = 'basic' needs the token as username:password")
     return "Basic " + base64.b64encode(token.encode()).decode("ascii")
 
 
+def url_problem(options: InfluxLineOptions) -> str | None:
+    """What is wrong with the url's shape, with the fix: it must be the server's base URL."""
+    parts = urllib.parse.urlsplit(options.url)
+    path = parts.path.rstrip("/")
+    suffix = next((s for s in WRITE_PATHS if path.endswith(s)), None)
+    if suffix is None and not parts.query and not parts.fragment:
+        return None
+    base_path = path[: -len(suffix)] if suffix else path
+    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
+    fix = [f'url = "{base}"']
+    # Keys the query may hold that belong in the sink's own settings.
+    query = urllib.parse.parse_qs(parts.query)
+    for key, setting in (("db", "database"), ("bucket", "bucket"), ("org", "org")):
+        if key in query:
+            fix.append(f'{setting} = "{query[key][0]}"')
+    if "db" in query and options.api == "v2":
+        fix.append('api = "v1"')
+    wrong = f"ends in {suffix}" if suffix else "has a query or fragment"
+    return (
+        f"url {options.url!r} {wrong}: it must be the server's base URL, as pilog appends the "
+        f"write path itself (this one would POST to {write_url(options)}); write {', '.join(fix)}"
+    )
+
+
 class InfluxLineSink:
-    def __init__(self, config: InfluxLineSinkConfig, context: SinkContext) -> None:
+    """InfluxDB line protocol over HTTP: InfluxDB 1.x/2.x, VictoriaMetrics."""
+
+    Options: ClassVar[type[msgspec.Struct]] = InfluxLineOptions
+    extra: ClassVar[str | None] = None
+
+    def __init__(
+        self, config: SinkConfig, options: InfluxLineOptions, context: SinkContext
+    ) -> None:
         self.config = config
+        self.options = options
         self.context = context
-        self._url = write_url(config)
+        self._url = write_url(options)
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
-        token = bearer_token(config)
+        token = bearer_token(config, options)
         if token:
-            self._headers["Authorization"] = authorization(config, token)
+            self._headers["Authorization"] = authorization(config.name, options, token)
         self._secrets = (token,) if token else ()  # blanked out of a probe's detail
-        self._client = make_client(config, context)
+        self._client = make_client(config, options, context)
         self._skipping = False  # warn when readings start being skipped, not on every batch
+        self._closed = threading.Event()
+
+    def where(self) -> str:
+        return url_without_secrets(self.options.url)
 
     def send(self, batch: Sequence[Event]) -> Outcome:
+        if self._closed.is_set():
+            raise RuntimeError(f"influx-line sink {self.config.name} is closed")
         encoded = encode_batch(batch, self.context.device_id)
         note = encoded.note()
         if note and not self._skipping:
@@ -202,7 +278,7 @@ class InfluxLineSink:
         if not encoded.lines:
             # Nothing the receiver could take; sending an empty body would only be refused.
             return Outcome("ack", note)
-        body, extra = encode_body(encoded.body, self.config.gzip)
+        body, extra = encode_body(encoded.body, self.options.gzip)
         outcome = post(self._client, self._url, body, {**self._headers, **extra})
         if outcome.kind == "ack" and note:
             return Outcome("ack", note, outcome.status)
@@ -210,20 +286,70 @@ class InfluxLineSink:
 
     def ping(self, deadline: float) -> Outcome:
         """GET `{url}/ping`: InfluxDB 1.x/2.x and VictoriaMetrics answer 204, with no token."""
-        from pilog.uploader.probe import probe_request  # noqa: PLC0415
-
-        url = f"{self.config.url.rstrip('/')}/ping"
+        url = f"{self.options.url.rstrip('/')}/ping"
         return probe_request(self._client, "GET", url, deadline, secrets=self._secrets)
 
     def probe(self, deadline: float) -> Outcome:
-        """POST zero lines to the write URL with the token: 2xx proves path, target and token."""
-        from pilog.uploader.probe import probe_request  # noqa: PLC0415
-
-        body, extra = encode_body(b"", self.config.gzip)
-        headers = {**self._headers, **extra}
-        return probe_request(
-            self._client, "POST", self._url, deadline, body, headers, self._secrets
-        )
+        """Ping, then POST zero lines to the write URL with the token: 2xx proves path,
+        database or bucket, and token."""
+        return probe_steps(lambda: self._probe(deadline), deadline, self.options.ca_bundle)
 
     def close(self) -> None:
+        self._closed.set()
         self._client.close()
+
+    def _probe(self, deadline: float) -> str:
+        problem = url_problem(self.options)
+        if problem is not None:
+            raise ProbeFailed(problem)
+        proxied = reach(self.options.url, deadline)
+        ping = self.ping(deadline)
+        # 401 is a ping that needs auth (InfluxDB's ping-auth-enabled): the write says more.
+        if ping.kind == "rejected" and ping.status != 401:
+            raise ProbeFailed(
+                f"{self.options.url.rstrip('/')}/ping answered {ping.detail}: no InfluxDB or "
+                "VictoriaMetrics API at this url; url must be the server's base URL, e.g. "
+                "http://127.0.0.1:8086"
+            )
+        if ping.kind != "ack" and ping.status != 401:
+            raise unexpected(f"{self.options.url.rstrip('/')}/ping", ping)
+        body, extra = encode_body(b"", self.options.gzip)
+        headers = {**self._headers, **extra}
+        write = probe_request(
+            self._client, "POST", self._url, deadline, body, headers, self._secrets
+        )
+        return self._judge_write(write) + through_proxy(proxied)
+
+    def _judge_write(self, write: Outcome) -> str:
+        url, o = self._url, self.options
+        if write.kind == "ack" or (write.status == 400 and EMPTY_WRITE_REFUSAL in write.detail):
+            return f"ping answered; an empty write to {url} was accepted (HTTP {write.status})"
+        if write.kind == "unauthorized":
+            v1 = ""
+            if o.api == "v1" and o.auth == "token":
+                v1 = (
+                    " (InfluxDB 1.x: the token is username:password; VictoriaMetrics' -httpAuth "
+                    'takes it only with auth = "basic")'
+                )
+            hint = token_hint(self.config, o.token_file)
+            raise ProbeFailed(
+                f"{url} refused the token ({write.detail}): {hint}{v1}", "unauthorized"
+            )
+        if write.status == 404:
+            where = (
+                f"database {o.database!r}"
+                if o.api == "v1"
+                else (f"bucket {o.bucket!r}" + (f" in org {o.org!r}" if o.org else ""))
+            )
+            raise ProbeFailed(
+                f"{url}: {write.detail}: create the {where}, or fix its name in the config"
+            )
+        if write.kind in ("rejected", "too_large"):
+            raise ProbeFailed(
+                f"{url} refused an empty write ({write.detail}): check url (the server's base "
+                "URL), api, and database (v1) or bucket and org (v2)"
+            )
+        raise unexpected(url, write)
+
+
+SINK = InfluxLineSink

@@ -38,15 +38,17 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
-from pilog.config import MqttSinkConfig
+from pilog.config import SinkConfig
 from pilog.counts import counted
-from pilog.errors import ConfigError, mqtt_extra_missing
+from pilog.errors import ConfigError
 from pilog.events import Event, Reading
+from pilog.uploader.probe import PROBE_CLIENT_SUFFIX, ProbeFailed, probe_steps, reach
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
 
 try:
@@ -80,6 +82,22 @@ _encode = msgspec.json.Encoder().encode
 _UNSAFE_IN_TOPIC = str.maketrans(dict.fromkeys("/+#\0", "_"))
 
 
+class MqttOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`mqtt`'s keys: the broker, the topic template, QoS and credentials."""
+
+    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
+    topic: str = "pilog/{device_id}/{sensor}"  # also {sensor_type}
+    qos: Literal[0, 1, 2] = 1  # 0 is at most once
+    username: str | None = None  # with password_file
+    password_file: Path | None = None  # else $PILOG_SINK_<NAME>_PASSWORD
+    ca_bundle: Path | None = None  # mqtts://: PEM file to verify the broker with
+    client_id: str | None = None  # default: pilog-<device_id>-<sink name>
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("url must start with mqtt:// or mqtts://")
+
+
 def topic_value(value: str) -> str:
     """`value` made safe as (part of) one topic level: no separators, wildcards or `$` first."""
     value = value.translate(_UNSAFE_IN_TOPIC)
@@ -87,32 +105,39 @@ def topic_value(value: str) -> str:
 
 
 class MqttSink:
-    """Publishes each batch over one lazily made, long-lived connection; see the module doc."""
+    """One MQTT 3.1.1 message per reading, at least once (paho-mqtt; see the module doc)."""
 
-    def __init__(self, config: MqttSinkConfig, context: SinkContext) -> None:
+    Options: ClassVar[type[msgspec.Struct]] = MqttOptions
+    extra: ClassVar[str | None] = "mqtt"
+
+    def __init__(self, config: SinkConfig, options: MqttOptions, context: SinkContext) -> None:
         if not HAVE_PAHO:
-            raise ConfigError(mqtt_extra_missing("the mqtt sink"))
+            raise ModuleNotFoundError("No module named 'paho'", name="paho")
         self.config = config
+        self.options = options
         self.context = context
-        self._host, self._port, tls = _parse_url(config)
+        self._host, self._port, tls = _parse_url(config.name, options)
         self._where = f"{self._host}:{self._port}"
-        self._ssl_context = _tls_context(config) if tls else None
-        if config.ca_bundle is not None and not tls:
+        self._ssl_context = _tls_context(config.name, options) if tls else None
+        if options.ca_bundle is not None and not tls:
             raise ConfigError(f"sink {config.name}: ca_bundle needs an mqtts:// url")
         self._password = read_secret(
-            config.password_file, secret_env_name(config.name, "password"), what="password"
+            options.password_file, secret_env_name(config.name, "password"), what="password"
         )
-        if self._password is not None and config.username is None:
+        if self._password is not None and options.username is None:
             raise ConfigError(f"sink {config.name}: a password needs a username (MQTT 3.1.1)")
-        self._client_id = config.client_id or f"pilog-{context.device_id}-{config.name}"
+        self._client_id = options.client_id or f"pilog-{context.device_id}-{config.name}"
         self._device_id = topic_value(context.device_id)
-        _check_topic(config)
+        _check_topic(config.name, options)
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
         self._closed = False
 
+    def where(self) -> str:
+        return f"{'mqtts' if self._ssl_context else 'mqtt'}://{self._where}"
+
     def topic(self, reading: Reading) -> str:
-        return self.config.topic.format(
+        return self.options.topic.format(
             device_id=self._device_id,
             sensor=topic_value(reading.sensor),
             sensor_type=topic_value(reading.sensor_type),
@@ -131,13 +156,37 @@ class MqttSink:
             return self._send(batch)
 
     def probe(self, deadline: float) -> Outcome:
-        """CONNECT, then DISCONNECT, with the sink's credentials and TLS; publishes nothing."""
+        """CONNECT, then DISCONNECT, with the sink's credentials and TLS, as client
+        `<client_id>-check` (a running pilog's session is left alone); publishes nothing."""
+        return probe_steps(lambda: self._probe(deadline), deadline, self.options.ca_bundle)
+
+    def _probe(self, deadline: float) -> str:
+        problem = url_problem(self.options)
+        if problem is not None:
+            raise ProbeFailed(problem)
+        reach(self.options.url, deadline)
         with self._lock:
-            conn = self._connect(deadline)
+            if self._closed:
+                raise RuntimeError(f"mqtt sink {self.config.name} is closed")
+            self._drop()  # a send's connection, if any: the next send reconnects
+            conn = self._connect(deadline, self._client_id + PROBE_CLIENT_SUFFIX)
             if isinstance(conn, Outcome):
-                return conn
-            self._drop()
-            return Outcome("ack", f"{self._where} accepted the connection")
+                outcome = conn
+            else:
+                self._drop()
+                return f"{self._where} accepted the connection; CONNECT accepted, then DISCONNECT"
+        if outcome.kind != "unauthorized":
+            raise ProbeFailed(outcome.detail, outcome.kind)
+        # mosquitto 2 answers "Not authorized" to a wrong password as well as to no user.
+        if self.options.username is None:
+            fix = "no username is configured: set username and password_file (or allow "
+            fix += "anonymous clients in the broker)"
+        else:
+            where = self.options.password_file or "$" + secret_env_name(
+                self.config.name, "password"
+            )
+            fix = f"check username ({self.options.username!r}) and the password in {where}"
+        raise ProbeFailed(f"{outcome.detail}: {fix}", "unauthorized")
 
     def close(self) -> None:
         with self._lock:
@@ -147,7 +196,7 @@ class MqttSink:
     def _send(self, batch: Sequence[Event]) -> Outcome:
         deadline = time.monotonic() + self.config.timeout
         messages = self.messages(batch)
-        if self.config.qos > 0 and len(messages) > MAX_PACKET_IDS:
+        if self.options.qos > 0 and len(messages) > MAX_PACKET_IDS:
             return Outcome(
                 "too_large", f"{counted(len(messages), 'message')}; at most {MAX_PACKET_IDS}"
             )
@@ -170,7 +219,7 @@ class MqttSink:
         # on_publish from here on belongs to this batch.
         base = conn.published
         for topic, payload in messages:
-            info: MQTTMessageInfo = conn.client.publish(topic, payload, qos=self.config.qos)
+            info: MQTTMessageInfo = conn.client.publish(topic, payload, qos=self.options.qos)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # Not connected (or the write failed): the only way publish() fails here, as
                 # the queue is unbounded, ids cannot run out, and topics were made valid.
@@ -198,17 +247,17 @@ class MqttSink:
             f"within {self.config.timeout:g}s",
         )
 
-    def _connect(self, deadline: float) -> _Connection | Outcome:
+    def _connect(self, deadline: float, client_id: str | None = None) -> _Connection | Outcome:
         """A connected client, or why there is none (the failed client is already gone)."""
         client = Client(
             CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
+            client_id=client_id or self._client_id,
             clean_session=True,
             protocol=MQTTProtocolVersion.MQTTv311,
             reconnect_on_failure=False,
         )
-        if self.config.username is not None:
-            client.username_pw_set(self.config.username, self._password)
+        if self.options.username is not None:
+            client.username_pw_set(self.options.username, self._password)
         if self._ssl_context is not None:
             client.tls_set_context(self._ssl_context)
         client.connect_timeout = max(deadline - time.monotonic(), 0.001)
@@ -312,45 +361,59 @@ class _Connection:
             self.changed.notify_all()
 
 
-def _parse_url(config: MqttSinkConfig) -> tuple[str, int, bool]:
+def url_problem(options: MqttOptions) -> str | None:
+    """A path in the url, which MQTT has no place for, with the fix; None when there is none."""
+    parts = urlsplit(options.url)
+    if parts.path in ("", "/"):
+        return None
+    return (
+        f"url {options.url!r} has a path, which the mqtt sink ignores: "
+        f'write url = "{parts.scheme}://{parts.netloc}" and put the prefix in topic '
+        f'(topic = "{parts.path.strip("/")}/{{device_id}}/{{sensor}}")'
+    )
+
+
+def _parse_url(name: str, options: MqttOptions) -> tuple[str, int, bool]:
     """(host, port, tls) from `mqtt://host[:port]` or `mqtts://host[:port]`."""
-    parts = urlsplit(config.url)
+    parts = urlsplit(options.url)
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"sink {config.name}: bad url {config.url!r}: {e}") from e
+        raise ConfigError(f"sink {name}: bad url {options.url!r}: {e}") from e
     if not parts.hostname:
-        raise ConfigError(f"sink {config.name}: url {config.url!r} has no host")
+        raise ConfigError(f"sink {name}: url {options.url!r} has no host")
     if parts.username is not None or parts.password is not None:
         # Kept out of the url so that it can be logged: use `username` and `password_file`.
-        raise ConfigError(f"sink {config.name}: put credentials in username and password_file")
+        raise ConfigError(f"sink {name}: put credentials in username and password_file")
     return parts.hostname, port, parts.scheme == "mqtts"
 
 
-def _tls_context(config: MqttSinkConfig) -> ssl.SSLContext:
+def _tls_context(name: str, options: MqttOptions) -> ssl.SSLContext:
     """Verifying context: the system's CAs, or only `ca_bundle`'s; hostnames checked."""
-    cafile = str(config.ca_bundle) if config.ca_bundle is not None else None
+    cafile = str(options.ca_bundle) if options.ca_bundle is not None else None
     try:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"sink {config.name}: cannot load ca_bundle {cafile}: {e}") from e
+        raise ConfigError(f"sink {name}: cannot load ca_bundle {cafile}: {e}") from e
 
 
-def _check_topic(config: MqttSinkConfig) -> None:
+def _check_topic(name: str, options: MqttOptions) -> None:
     """Fail at startup on a template that cannot render, or that renders a wildcard."""
     try:
-        sample = config.topic.format(**dict.fromkeys(TOPIC_FIELDS, "x"))
+        sample = options.topic.format(**dict.fromkeys(TOPIC_FIELDS, "x"))
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(
-            f"sink {config.name}: topic {config.topic!r} does not render ({e!r}); "
+            f"sink {name}: topic {options.topic!r} does not render ({e!r}); "
             "it may use {device_id}, {sensor} and {sensor_type}"
         ) from e
     if not sample or "+" in sample or "#" in sample or "\0" in sample:
         raise ConfigError(
-            f"sink {config.name}: topic {config.topic!r} must be non-empty, "
-            "with no wildcard (+ or #)"
+            f"sink {name}: topic {options.topic!r} must be non-empty, with no wildcard (+ or #)"
         )
 
 
 def _os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
+
+
+SINK = MqttSink

@@ -29,11 +29,12 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
-from typing import TypeGuard
+from typing import ClassVar, TypeGuard
 
 import lmdb
 import msgspec
 
+from pilog.config import Duration, ProjectionConfig, projection_name
 from pilog.events import Event, Reading
 from pilog.projections.base import ProjectionMeta, StateDb, series_key, split_series_key
 from pilog.projections.lmdb_store import Snapshot, prefix_end
@@ -123,8 +124,29 @@ def is_number(value: object) -> TypeGuard[Number]:
     return isinstance(value, float) and math.isfinite(value)
 
 
+class RollupOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`rollup`'s keys: the window lengths."""
+
+    windows: list[Duration] = msgspec.field(  # window lengths, whole seconds
+        default_factory=lambda: [Duration(60), Duration(3600)]
+    )
+
+    def __post_init__(self) -> None:
+        if not self.windows or any(w < 1 or float(w) % 1 for w in self.windows):
+            raise ValueError("rollup windows must be whole seconds, at least 1s")
+
+
 class RollupProjection:
     """Count, min, max, mean and last per (sensor, field, window)."""
+
+    Options: ClassVar[type[msgspec.Struct]] = RollupOptions
+    extra: ClassVar[str | None] = None
+
+    @classmethod
+    def from_config(
+        cls, config: ProjectionConfig, options: RollupOptions, db: StateDb
+    ) -> RollupProjection:
+        return cls(projection_name(config), db, [int(w) for w in options.windows])
 
     def __init__(
         self, name: str, db: StateDb, windows_s: Sequence[int], keep_windows: int = KEEP_WINDOWS
@@ -308,3 +330,6 @@ def list_series(snapshot: Snapshot, name: str) -> list[tuple[str, str, int]]:
         sensor, field, rest = split_series_key(key[1:])
         found.append((sensor, field, int(_LENGTH.unpack(rest)[0])))
     return found
+
+
+PROJECTION = RollupProjection

@@ -10,11 +10,14 @@ Strings and bools are kept as they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import lmdb
 import msgspec
 
+from pilog.config import ProjectionConfig, projection_name
 from pilog.events import Event, Reading, Value
+from pilog.plugins import NoOptions
 from pilog.projections.base import ProjectionMeta, StateDb, series_key, split_series_key
 from pilog.projections.lmdb_store import Snapshot
 
@@ -48,7 +51,15 @@ _decoder = msgspec.msgpack.Decoder(LatestValue)
 class LatestProjection:
     """Last value, time and seq per (sensor, field)."""
 
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    extra: ClassVar[str | None] = None
     meta = META
+
+    @classmethod
+    def from_config(
+        cls, config: ProjectionConfig, options: NoOptions, db: StateDb
+    ) -> LatestProjection:
+        return cls(projection_name(config), db)
 
     def __init__(self, name: str, db: StateDb) -> None:
         self.name = name
@@ -88,3 +99,6 @@ def read_latest(snapshot: Snapshot, name: str, sensor: str | None = None) -> lis
         v = _decoder.decode(raw)
         rows.append(LatestRow(sensor_name, field, v.value, v.ts_ns, v.seq, v.sensor_type))
     return rows
+
+
+PROJECTION = LatestProjection
