@@ -166,8 +166,10 @@ def render() -> str:
     parts += ["\n## `[log]`\n\n", _table(c.LogConfig)]
     parts += [
         "\n## `[[sensor]]`\n\n",
-        "One table per sensor. Keys other than these are the driver's own options: see its "
-        "`sample.toml` and `README.md` under `pilog/drivers/<driver>/`, or `pilog drivers`.\n\n",
+        "One table per sensor. Keys other than these are the driver's own options: "
+        "`pilog drivers NAME` prints them (type, allowed values, default, meaning) with a "
+        "sample table ready to paste, `pilog drivers NAME --json` the same for scripts; each "
+        "driver's `README.md` under `pilog/drivers/<driver>/` says how it treats bad input.\n\n",
         _table(c.SensorConfig, skip={"options"}),
     ]
     parts.append(
