@@ -25,7 +25,9 @@ The sink never gives up on good data, and never loses bad data: a dead letter st
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import threading
@@ -92,6 +94,9 @@ class Uploader(Consumer):
 
     def handle(self, events: Sequence[Event]) -> None:
         end = self._rewind.to_seq if self._rewind is not None else None
+        if (end is None or events[-1].seq <= end) and self.config.batch_max_bytes > 0:
+            self._handle_chunk(events)
+            return
         for e in events:
             if end is not None and e.seq > end:
                 self._finish_replay()
@@ -107,6 +112,36 @@ class Uploader(Consumer):
                 or self._pending_bytes >= self.config.batch_max_bytes
             ):
                 self.flush()
+
+    def _handle_chunk(self, events: Sequence[Event]) -> None:
+        """`handle` for a chunk with no replay end in it: the same batches, cut by slicing.
+
+        On a backlog this is the uploader's per-reading work, so the per-reading part is two
+        comprehensions and the rest is per batch. Each batch ends, and `_upto` is set past,
+        the reading that fills it by count or by `_stored_size`, as the loop in `handle` does.
+        """
+        if not events:
+            return
+        readings = [e for e in events if isinstance(e.body, Reading)]
+        sizes = [_stored_size(e.body) for e in readings]  # type: ignore[arg-type]
+        batch_max, max_bytes = self.config.batch_max, self.config.batch_max_bytes
+        i = 0
+        while i < len(readings):
+            pending = self._pending
+            if not pending:
+                self._first_at = time.monotonic()
+            room = batch_max - len(pending)  # >= 1: a full batch was flushed
+            # total[k]: the batch's bytes with the next k readings in it
+            total = list(itertools.accumulate(sizes[i : i + room], initial=self._pending_bytes))
+            cut = bisect.bisect_left(total, max_bytes, lo=1)  # first k reaching max_bytes
+            take = min(cut, len(total) - 1)
+            pending.extend(readings[i : i + take])
+            self._pending_bytes = total[take]
+            i += take
+            if len(pending) >= batch_max or self._pending_bytes >= max_bytes:
+                self._upto = pending[-1].seq + 1
+                self.flush()
+        self._upto = events[-1].seq + 1
 
     def tick(self, now: float) -> None:
         if self._pending:

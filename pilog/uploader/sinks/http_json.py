@@ -36,7 +36,7 @@ class HttpJsonSink:
         return [self.context.reading_object(e, r) for e, r in readings(batch)]
 
     def send(self, batch: Sequence[Event]) -> Outcome:
-        body, extra = encode_body(_encode(self.objects(batch)), self.config.gzip)
+        body, extra = encode_body(_encode(self.context.wire_readings(batch)), self.config.gzip)
         headers = {
             **self._headers,
             **extra,
