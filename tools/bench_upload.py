@@ -95,8 +95,9 @@ def config_text(data_dir: Path, args: argparse.Namespace) -> str:
 
 def use_previous_path() -> None:
     """Put back the uploader path as it was before issue 14's work, for the *0 rows."""
+    from pilog.testing import encoders
     from pilog.uploader import http, loop
-    from pilog.uploader.sinks import http_json
+    from pilog.uploader.sinks import http_json, influx_line
 
     http.GZIP_LEVEL = 5
 
@@ -116,12 +117,27 @@ def use_previous_path() -> None:
                 self.flush()
 
     def send(self: http_json.HttpJsonSink, batch: Sequence[Event]) -> Any:
-        body, extra = http.encode_body(http_json._encode(self.objects(batch)), self.config.gzip)
+        body = encoders.http_json_body(self.context, batch)
+        body, extra = http.encode_body(body, self.config.gzip)
         headers = {**self._headers, **extra, "Idempotency-Key": self.context.idempotency_key(batch)}
         return http.post(self._client, self.config.url, body, headers, self._secrets)
 
+    def flush(self: loop.Uploader) -> None:
+        if self._pending:
+            self._deliver(self._pending)
+        self._pending = []
+        self._pending_bytes = 0
+        self._delivered = self._upto
+        self.state.position = self._upto
+        if time.monotonic() - self._committed_at >= self._commit_every_s:
+            self._commit(self._upto)
+
     loop.Uploader.handle = handle  # type: ignore[method-assign]
+    loop.Uploader.flush = flush  # type: ignore[method-assign]
     http_json.HttpJsonSink.send = send  # type: ignore[method-assign]
+    del http_json.HttpJsonSink.prepare  # encoded in `send`, after the batch before is acked
+    del influx_line.InfluxLineSink.prepare
+    influx_line.encode_batch = encoders.line_batch
 
 
 def child_group(config: Config) -> dict[str, Any]:

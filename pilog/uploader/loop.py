@@ -73,6 +73,11 @@ class Uploader(Consumer):
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
         self._wake = threading.Event()
         self._waiting = False
+        # One batch in flight: delivered by a sender thread while this one reads, decodes
+        # and encodes the next. Cursors are committed under the lock, from either thread.
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
+        self._commit_lock = threading.Lock()
         self.deadletter_path = events.paths.deadletter(config.name)
 
     # -- Consumer -------------------------------------------------------------------------
@@ -86,6 +91,12 @@ class Uploader(Consumer):
         return cursors.get(self.name)
 
     def restart_at(self, seq: int) -> None:
+        try:
+            self._collect()
+        except Restart:
+            pass  # the restart under way is its outcome
+        except Exception:
+            log.exception("sink %s: delivery failed", self.config.name)
         self._pending = []
         self._pending_bytes = 0
         self._upto = self._delivered = self._committed = seq
@@ -144,20 +155,25 @@ class Uploader(Consumer):
         self._upto = events[-1].seq + 1
 
     def tick(self, now: float) -> None:
+        in_flight = not self._collect(wait=False)
         if self._pending:
             if now - self._first_at >= self._linger_s:
                 self.flush()
-        elif self._upto > self._committed and now - self._committed_at >= max(
-            IDLE_COMMIT_S, self._commit_every_s
+        elif (
+            not in_flight
+            and self._upto > self._committed
+            and now - self._committed_at >= max(IDLE_COMMIT_S, self._commit_every_s)
         ):
             self._commit(self._upto)
         if self._delivered > self._committed and now - self._committed_at >= self._commit_every_s:
             self._commit(self._delivered)
         if self.state.state in ("starting", "sending"):
             self.state.state = "idle"
-        self.state.position = self._delivered if self._pending else self._upto
+        unsent = self._pending or self._sender is not None
+        self.state.position = self._delivered if unsent else self._upto
 
     def apply_rewind(self, rewind: Rewind) -> int:
+        self._collect()  # `_delivered` must be final before it is read
         if rewind.to_seq is not None:
             # Delivery went on since `pilog replay` read the cursor: come back to where it is.
             resume = max(rewind.resume_seq or 0, self._delivered, rewind.to_seq + 1)
@@ -167,22 +183,66 @@ class Uploader(Consumer):
         return rewind.from_seq
 
     def finish(self) -> None:
-        self._commit(self._upto if not self._pending else self._delivered)
+        try:
+            self._collect()
+        except Exception:
+            # A Restart (stop) or a failure: the batch in flight stays before the cursor.
+            self._commit(self._delivered)
+        else:
+            self._commit(self._upto if not self._pending else self._delivered)
         self.sink.close()
 
     # -- delivery ------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Deliver the pending batch and commit the cursor past it (at most every
-        `cursor_commit_interval`); Restart on stop."""
-        if self._pending:
-            self._deliver(self._pending)
+        """Hand the pending batch to the sender once the batch before it is delivered; the
+        sender commits the cursor past it on ack (at most every `cursor_commit_interval`).
+        Raises what the delivery before raised (Restart on stop)."""
+        batch, upto = self._pending, self._upto
         self._pending = []
         self._pending_bytes = 0
-        self._delivered = self._upto
-        self.state.position = self._upto
+        if batch:
+            prepare = getattr(self.sink, "prepare", None)
+            if prepare is not None:
+                prepare(batch)  # encoded here while the batch before is on the wire
+        self._collect()
+        if batch:
+            self._send_error = None
+            self._sender = threading.Thread(
+                target=self._send, args=(batch, upto), name=f"{self.name}:send", daemon=True
+            )
+            self._sender.start()
+        else:
+            self._delivered_to(upto)
+
+    def _send(self, batch: list[Event], upto: int) -> None:
+        """The sender thread: deliver, then move the cursor; the consumer re-raises errors."""
+        try:
+            self._deliver(batch)
+            self._delivered_to(upto)
+        except BaseException as e:
+            self._send_error = e  # raised again in the consumer thread by `_collect`
+
+    def _delivered_to(self, upto: int) -> None:
+        self._delivered = upto
+        self.state.position = upto
         if time.monotonic() - self._committed_at >= self._commit_every_s:
-            self._commit(self._upto)
+            self._commit(upto)
+
+    def _collect(self, *, wait: bool = True) -> bool:
+        """Finish with the batch in flight, re-raising what its delivery raised; False when
+        one is still in flight and `wait` is False."""
+        sender = self._sender
+        if sender is None:
+            return True
+        if not wait and sender.is_alive():
+            return False
+        sender.join()  # bounded: a send returns within the sink's timeout, a wait on stop
+        self._sender = None
+        error, self._send_error = self._send_error, None
+        if error is not None:
+            raise error
+        return True
 
     def _deliver(self, batch: list[Event]) -> None:
         parts: deque[list[Event]] = deque([batch])
@@ -381,12 +441,13 @@ class Uploader(Consumer):
     # -- cursor --------------------------------------------------------------------------
 
     def _commit(self, seq: int) -> None:
-        if seq <= self._committed:
-            return
-        if self.log.update_index("cursor", lambda i: i.set_cursor(self.name, seq)):
-            self._committed = seq
-            self._committed_at = time.monotonic()
-            self.state.next_seq = seq
+        with self._commit_lock:  # two threads may commit: the cursor never moves back
+            if seq <= self._committed:
+                return
+            if self.log.update_index("cursor", lambda i: i.set_cursor(self.name, seq)):
+                self._committed = seq
+                self._committed_at = time.monotonic()
+                self.state.next_seq = seq
 
     def _finish_replay(self) -> None:
         """Past the end of a `replay --to`: deliver what is pending, jump back, restart."""
@@ -394,6 +455,7 @@ class Uploader(Consumer):
         assert rewind is not None
         assert rewind.to_seq is not None
         self.flush()
+        self._collect()
         resume = max(rewind.resume_seq or 0, rewind.to_seq + 1)
         self.log.update_index("replay", lambda i: i.finish_rewind(self.name, resume))
         self._rewind = None

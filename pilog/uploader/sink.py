@@ -13,10 +13,11 @@ import logging
 import os
 import re
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -26,6 +27,7 @@ from pilog.events import Event, Reading, Value, event_id, rfc3339
 
 log = logging.getLogger("pilog.uploader")
 
+T = TypeVar("T")
 OutcomeKind = Literal["ack", "retry", "too_large", "unauthorized", "rejected"]
 
 
@@ -141,6 +143,31 @@ class Sink(Protocol):
     def send(self, batch: Sequence[Event]) -> Outcome: ...
 
     def close(self) -> None: ...
+
+
+class Prepared(Generic[T]):
+    """Requests encoded ahead of their `send`, keyed by the batch object itself.
+
+    The uploader calls a sink's optional `prepare(batch)` in its own thread while the batch
+    before is on the wire; `send` of that same batch (the same list) then takes the request
+    instead of encoding it again. It holds two at most: one in flight, one ahead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[Sequence[Event], T]] = []
+
+    def put(self, batch: Sequence[Event], value: T) -> None:
+        with self._lock:
+            self._items = [*self._items[-1:], (batch, value)]
+
+    def take(self, batch: Sequence[Event]) -> T | None:
+        with self._lock:
+            for i, (held, value) in enumerate(self._items):
+                if held is batch:
+                    del self._items[i]
+                    return value
+        return None
 
 
 def readings(batch: Sequence[Event]) -> list[tuple[Event, Reading]]:

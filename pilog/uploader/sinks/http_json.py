@@ -16,7 +16,7 @@ import msgspec
 from pilog.config import HttpJsonSinkConfig
 from pilog.events import Event
 from pilog.uploader.http import bearer_token, encode_body, make_client, post
-from pilog.uploader.sink import Outcome, SinkContext, readings
+from pilog.uploader.sink import Outcome, Prepared, SinkContext, readings
 
 _encode = msgspec.json.Encoder().encode
 
@@ -31,18 +31,23 @@ class HttpJsonSink:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client = make_client(config, context)
+        self._prepared: Prepared[tuple[bytes, dict[str, str]]] = Prepared()
 
     def objects(self, batch: Sequence[Event]) -> list[dict[str, Any]]:
         return [self.context.reading_object(e, r) for e, r in readings(batch)]
 
+    def prepare(self, batch: Sequence[Event]) -> None:
+        """Encode `batch` now, for its `send` (see `Prepared`)."""
+        self._prepared.put(batch, self._request(batch))
+
     def send(self, batch: Sequence[Event]) -> Outcome:
-        body, extra = encode_body(_encode(self.context.wire_readings(batch)), self.config.gzip)
-        headers = {
-            **self._headers,
-            **extra,
-            "Idempotency-Key": self.context.idempotency_key(batch),
-        }
+        body, headers = self._prepared.take(batch) or self._request(batch)
         return post(self._client, self.config.url, body, headers, self._secrets)
+
+    def _request(self, batch: Sequence[Event]) -> tuple[bytes, dict[str, str]]:
+        body, extra = encode_body(_encode(self.context.wire_readings(batch)), self.config.gzip)
+        key = self.context.idempotency_key(batch)
+        return body, {**self._headers, **extra, "Idempotency-Key": key}
 
     def probe(self, deadline: float) -> Outcome:
         """POST the contract's probe, an empty batch `[]`: answered like a batch, stores nothing."""

@@ -53,7 +53,7 @@ from pilog.config import InfluxLineSinkConfig
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading, Value
 from pilog.uploader.http import bearer_token, encode_body, make_client, post
-from pilog.uploader.sink import Outcome, SinkContext, readings
+from pilog.uploader.sink import Outcome, Prepared, SinkContext, readings
 
 log = logging.getLogger("pilog.uploader")
 
@@ -100,15 +100,22 @@ def encode_batch(batch: Sequence[Event], device_id: str) -> LineBatch:
     """The batch as line protocol, with a count of what had to be left out."""
     out = LineBatch()
     device_tag = f",device={escape_key(device_id)}"  # `device` < `sensor`: tags stay sorted
+    # A backlog's batch repeats a few sensors and field names: each is escaped once.
+    heads: dict[tuple[str, str], str] = {}
+    keys: dict[str, str] = {}
     lines = []
     for event, reading in readings(batch):
-        fields, skipped = _field_set(reading)
+        fields, skipped = _field_set(reading, keys)
         out.skipped_fields += skipped
         if not fields or not reading.sensor_type:
             out.skipped_seqs.append(event.seq)
             continue
-        tags = f"{device_tag},sensor={escape_key(reading.sensor)}"
-        lines.append(f"{escape_measurement(reading.sensor_type)}{tags} {fields} {event.ts_ns}\n")
+        head = heads.get((reading.sensor_type, reading.sensor))
+        if head is None:
+            tags = f"{device_tag},sensor={escape_key(reading.sensor)}"
+            head = f"{escape_measurement(reading.sensor_type)}{tags} "
+            heads[reading.sensor_type, reading.sensor] = head
+        lines.append(f"{head}{fields} {event.ts_ns}\n")
     out.lines = len(lines)
     out.body = "".join(lines).encode()
     return out
@@ -142,14 +149,24 @@ def field_value(value: Value) -> str | None:
     return '"' + value.translate(_NEWLINES).translate(_STRING_ESCAPES) + '"'
 
 
-def _field_set(reading: Reading) -> tuple[str, int]:
-    """`k=v,k=v` of the writable fields, and how many were skipped."""
+def _field_set(reading: Reading, keys: dict[str, str] | None = None) -> tuple[str, int]:
+    """`k=v,k=v` of the writable fields, and how many were skipped; `keys` caches escaped
+    field keys across readings."""
+    keys = {} if keys is None else keys
     parts = []
     for key, value in reading.values.items():
-        text = field_value(value)
+        # A finite float, the usual value, without field_value's checks: x - x is 0.0 for
+        # every finite float and NaN for NaN and the infinities.
+        if value.__class__ is float and value - value == 0.0:
+            text: str | None = repr(value)
+        else:
+            text = field_value(value)
         if text is None or not key:
             continue
-        parts.append(f"{escape_field_key(key)}={text}")
+        escaped = keys.get(key)
+        if escaped is None:
+            escaped = keys[key] = escape_field_key(key)
+        parts.append(f"{escaped}={text}")
     return ",".join(parts), len(reading.values) - len(parts)
 
 
@@ -187,9 +204,19 @@ class InfluxLineSink:
         self._secrets = (token,) if token else ()  # blanked out of a probe's detail
         self._client = make_client(config, context)
         self._skipping = False  # warn when readings start being skipped, not on every batch
+        self._prepared: Prepared[tuple[LineBatch, bytes, dict[str, str]]] = Prepared()
+
+    def prepare(self, batch: Sequence[Event]) -> None:
+        """Encode `batch` now, for its `send` (see `Prepared`)."""
+        self._prepared.put(batch, self._request(batch))
+
+    def _request(self, batch: Sequence[Event]) -> tuple[LineBatch, bytes, dict[str, str]]:
+        encoded = encode_batch(batch, self.context.device_id)
+        body, extra = encode_body(encoded.body, self.config.gzip)
+        return encoded, body, {**self._headers, **extra}
 
     def send(self, batch: Sequence[Event]) -> Outcome:
-        encoded = encode_batch(batch, self.context.device_id)
+        encoded, body, headers = self._prepared.take(batch) or self._request(batch)
         note = encoded.note()
         if note and not self._skipping:
             log.warning(
@@ -199,8 +226,7 @@ class InfluxLineSink:
         if not encoded.lines:
             # Nothing the receiver could take; sending an empty body would only be refused.
             return Outcome("ack", note)
-        body, extra = encode_body(encoded.body, self.config.gzip)
-        outcome = post(self._client, self._url, body, {**self._headers, **extra})
+        outcome = post(self._client, self._url, body, headers)
         if outcome.kind == "ack" and note:
             return Outcome("ack", note, outcome.status)
         return outcome
