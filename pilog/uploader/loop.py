@@ -241,6 +241,11 @@ class Uploader(Consumer):
         self._sender = None
         error, self._send_error = self._send_error, None
         if error is not None:
+            # Nothing after the last delivered reading is delivered: what is pending or read
+            # past it must not reach the cursor (`finish` commits `_upto` with none pending).
+            self._upto = self._delivered
+            self._pending = []
+            self._pending_bytes = 0
             raise error
         return True
 

@@ -100,7 +100,8 @@ class SinkContext:
         device = self.device_id
         out: list[WireReading] = []
         append = out.append
-        second, head = -1, ""
+        second: int | None = None  # of the timestamps formatted in `head`
+        head = ""
         for event in batch:
             reading = event.body
             if not isinstance(reading, Reading):
