@@ -20,8 +20,8 @@ from pilog.uploader.sink import Outcome, SinkContext, read_secret, secret_env_na
 
 HttpSinkConfig = HttpJsonSinkConfig | InfluxLineSinkConfig
 
-# Level 1 on sensor JSON: 93% of level 5's ratio (12.8x vs 13.8x) at 40% of its CPU, which
-# on a backlog upload is the scarcer of the two (tools/bench_upload.py).
+# Level 1 on sensor JSON: about 90% of level 5's ratio (11x against 12x) at about 40% of its
+# CPU, which on a backlog upload is the scarcer of the two (tools/bench_upload.py).
 GZIP_LEVEL = 1
 DETAIL_BODY_CHARS = 200  # of a refusal's body, kept for the dead letter and `pilog status`
 RETRY_STATUSES = frozenset({408, 425, 429})
