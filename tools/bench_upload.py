@@ -6,10 +6,12 @@ readings/s on a backlog. Run from the repository root:
     .venv/bin/python tools/bench_upload.py               # 300k readings, 3 runs per row
     .venv/bin/python tools/bench_upload.py --quick       # a smoke run
 
-One backlog per run of the benchmark (as tools/bench_consumers.py builds it: 8 sensors of
-3 float fields each). Each row opens a fresh copy in a fresh subprocess, starts the consumer
-group with one sink, and times start → cursor at the end of the log. Rows, interleaved and
-rotated each run, medians reported:
+One backlog per run of the benchmark: 8 sensors of 3 float fields each (as
+tools/bench_consumers.py has them), one reading per sensor per millisecond, so each reading
+is a point of its own in VictoriaMetrics and the engine's count of points checks delivery.
+Each row opens a fresh copy in a fresh subprocess, starts the consumer group with one sink,
+and times start → cursor at the end of the log. Rows, interleaved and rotated each run,
+medians reported:
 
     A   ceiling: the consumer's read + decode alone (`History.events`), no sink
     H*  `http-json` to `python -m pilog.testing.receiver` (another process)
@@ -49,11 +51,13 @@ import httpx
 from bench_consumers import (
     DEVICE_ID,
     NO_BOUND_BYTES,
+    SENSORS,
     ReceiverProc,
-    build_backlog,
     cpu_s,
     fresh_copy,
+    make_config,
     peak_rss,
+    reading,
     wait_cursors,
 )
 from rich import box
@@ -65,11 +69,35 @@ from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
 from pilog.events import Event, Reading
 from pilog.history import History
+from pilog.testing.clock import FakeClock
 
 CATCH_UP_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 30.0
+VISIBLE_TIMEOUT_S = 10.0  # for VictoriaMetrics to show every point it acknowledged
 PER = 100_000  # CPU figures are per this many readings
 FIELDS = 3  # per reading of the backlog: each is a series point in VictoriaMetrics
+
+
+# -- the backlog ---------------------------------------------------------------------------
+
+STEP_NS = 1_000_000  # between rounds of one reading per sensor: VictoriaMetrics keeps ms
+
+
+def build_backlog(data_dir: Path, n: int) -> dict[str, Any]:
+    """`n` readings, one per sensor per round, each round 1 ms after the one before: every
+    reading is its own point in each of its series, so an engine's point count checks it."""
+    rounds = -(-n // SENSORS)
+    clock = FakeClock(time.time_ns() - rounds * STEP_NS, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    events = EventLog(make_config(data_dir), clock=clock)
+    try:
+        for start in range(0, n, SENSORS):
+            events.append_many([reading(i) for i in range(start, min(n, start + SENSORS))])
+            clock.advance(STEP_NS)
+    finally:
+        events.close()
+    segments = sorted((data_dir / "log").iterdir())
+    return {"events": n, "segments": len(segments),
+            "disk_bytes": sum(p.stat().st_size for p in segments)}  # fmt: skip
 
 
 # -- the child: one row, in its own process ----------------------------------------------
@@ -233,15 +261,22 @@ class VictoriaMetrics:
                     pass  # not listening yet
                 time.sleep(0.05)
 
-    def series_points(self) -> int:
-        """Points stored, after a flush: every reading has 3 fields, each its own series."""
+    def series_points(self, expected: int) -> int:
+        """Points stored (each reading has `FIELDS`, each in its own series), polled until
+        `expected` or a few seconds: ingested points take a moment to become searchable."""
+        deadline = time.monotonic() + VISIBLE_TIMEOUT_S
         with httpx.Client(trust_env=False, timeout=60) as client:
-            client.get(f"{self.url}/internal/force_flush")
-            answer = client.get(
-                f"{self.url}/api/v1/export",
-                params={"match[]": f'{{device="{DEVICE_ID}"}}', "reduce_mem_usage": "1"},
-            )
-        return sum(len(json.loads(line)["values"]) for line in answer.text.splitlines())
+            while True:
+                client.get(f"{self.url}/internal/force_flush")
+                answer = client.get(
+                    f"{self.url}/api/v1/export",
+                    params={"match[]": f'{{device="{DEVICE_ID}"}}', "reduce_mem_usage": "1"},
+                )
+                lines = answer.text.splitlines()
+                points = sum(len(json.loads(line)["values"]) for line in lines)
+                if points >= expected or time.monotonic() > deadline:
+                    return points
+                time.sleep(0.2)
 
     def close(self) -> dict[str, Any]:
         self._proc.terminate()
@@ -309,7 +344,7 @@ def run_row(row: Row, backlog: Path, work: Path, vm_binary: str | None) -> dict[
             engine = None
         elif isinstance(engine, VictoriaMetrics):
             out["engine_cpu_s"] = proc_cpu_s(engine.pid) - e0
-            out["stored"] = engine.series_points() // FIELDS
+            out["stored"] = engine.series_points(FIELDS * out["readings"]) // FIELDS
         return out
     finally:
         if engine is not None:

@@ -104,6 +104,30 @@ def test_line_protocol_batch_equals_the_field_by_field_encoder(
     )
 
 
+float_readings = st.builds(
+    Reading,
+    names,
+    names,
+    st.dictionaries(
+        st.sampled_from(["t", "{x}", "a b", "", "k=v", 'q"', "}{"]) | names, st.floats(), max_size=4
+    ),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(float_readings, min_size=1, max_size=20))
+def test_line_protocol_all_float_readings_equal_the_field_by_field_encoder(
+    bodies: list[Reading],
+) -> None:
+    batch = [Event(i, i, 0, b"", r) for i, r in enumerate(bodies)]
+    fast, reference = encode_batch(batch, "dev"), encoders.line_batch(batch, "dev")
+    assert (fast.body, fast.skipped_seqs, fast.skipped_fields) == (
+        reference.body,
+        reference.skipped_seqs,
+        reference.skipped_fields,
+    )
+
+
 def test_line_protocol_fast_float_check_matches_isfinite() -> None:
     odd = [0.0, -0.0, 5e-324, 1.7976931348623157e308, math.inf, -math.inf, math.nan]
     batch = [Event(0, 1, 0, b"", Reading("s", "t", {f"f{i}": v for i, v in enumerate(odd)}))]

@@ -103,10 +103,13 @@ def encode_batch(batch: Sequence[Event], device_id: str) -> LineBatch:
     # A backlog's batch repeats a few sensors and field names: each is escaped once.
     heads: dict[tuple[str, str], str] = {}
     keys: dict[str, str] = {}
+    shapes: dict[tuple[str, ...], str | None] = {}  # field names -> `k={},k={}`
     lines = []
     for event, reading in readings(batch):
-        fields, skipped = _field_set(reading, keys)
-        out.skipped_fields += skipped
+        fields = _float_fields(reading.values, shapes)
+        if fields is None:
+            fields, skipped = _field_set(reading, keys)
+            out.skipped_fields += skipped
         if not fields or not reading.sensor_type:
             out.skipped_seqs.append(event.seq)
             continue
@@ -147,6 +150,35 @@ def field_value(value: Value) -> str | None:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else None
     return '"' + value.translate(_NEWLINES).translate(_STRING_ESCAPES) + '"'
+
+
+def _float_fields(
+    values: dict[str, Value], shapes: dict[tuple[str, ...], str | None]
+) -> str | None:
+    """`k=v,k=v` when every value is a finite float and every key writable (the usual
+    reading), formatted by one template per set of field names; else None."""
+    shape = tuple(values)
+    template = shapes.get(shape, "")
+    if template == "":
+        template = shapes[shape] = _template(shape)
+    if template is None:
+        return None
+    vals = values.values()
+    try:
+        # isfinite takes ints and bools too; float.__repr__ then refuses them (TypeError),
+        # and an int too large for a float overflows: both go the field-by-field way.
+        if not all(map(math.isfinite, vals)):  # type: ignore[arg-type]
+            return None
+        return template.format(*map(float.__repr__, vals))
+    except (TypeError, OverflowError):
+        return None
+
+
+def _template(shape: tuple[str, ...]) -> str | None:
+    if not shape or not all(shape):
+        return None  # an empty key is skipped: the field-by-field way counts it
+    escaped = (escape_field_key(k).replace("{", "{{").replace("}", "}}") for k in shape)
+    return ",".join(f"{k}={{}}" for k in escaped)
 
 
 def _field_set(reading: Reading, keys: dict[str, str] | None = None) -> tuple[str, int]:
