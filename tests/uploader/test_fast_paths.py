@@ -28,7 +28,7 @@ from test_uploader import DEVICE, make_config
 from pilog.datadir import EventLog
 from pilog.events import Event, Note, Reading, Value
 from pilog.testing import encoders
-from pilog.testing.receiver import Receiver, _decode, _Refusal, stall
+from pilog.testing.receiver import Receiver, _decode, _Refusal, _to_dict, stall
 from pilog.uploader.loop import Uploader, _stored_size
 from pilog.uploader.sink import SinkContext
 from pilog.uploader.sinks.http_json import HttpJsonSink
@@ -241,7 +241,7 @@ BREAKS: list[tuple[str, object]] = [
 
 def outcome(body: bytes, python_checks: bool) -> object:
     try:
-        return _decode(body, None, python_checks)
+        return [_to_dict(obj) for obj in _decode(body, None, python_checks)]
     except _Refusal as refusal:
         return ("refused", refusal.status, str(refusal))
 
