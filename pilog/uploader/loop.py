@@ -4,7 +4,9 @@ Readings are batched by count (`batch_max`), stored bytes (`batch_max_bytes`) an
 (`linger_ms` after the first reading of a batch); other event types are passed over. A batch is
 sent until the sink acknowledges it, and only then does the cursor move past it, so a crash
 re-sends at most the batch in flight, which receivers de-duplicate by event id and
-idempotency key (invariant 4). The answer table (`Outcome`):
+idempotency key (invariant 4). One batch is in flight at a time, in a sender thread, while
+this one reads and encodes the next (`flush`); the next goes only once it is delivered.
+The answer table (`Outcome`):
 
 - `retry`: exponential backoff with full jitter, capped at `retry_max`; `Retry-After` wins;
 - `too_large`: the batch is split in halves, each sent in order;
@@ -199,13 +201,14 @@ class Uploader(Consumer):
         sender commits the cursor past it on ack (at most every `cursor_commit_interval`).
         Raises what the delivery before raised (Restart on stop)."""
         batch, upto = self._pending, self._upto
-        self._pending = []
-        self._pending_bytes = 0
         if batch:
             prepare = getattr(self.sink, "prepare", None)
             if prepare is not None:
                 prepare(batch)  # encoded here while the batch before is on the wire
         self._collect()
+        # Pending until here: if the encoding or the batch before failed, `finish` sees it.
+        self._pending = []
+        self._pending_bytes = 0
         if batch:
             self._send_error = None
             self._sender = threading.Thread(

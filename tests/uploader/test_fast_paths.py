@@ -30,7 +30,7 @@ from pilog.events import Event, Note, Reading, Value
 from pilog.testing import encoders
 from pilog.testing.receiver import Receiver, _decode, _Refusal, _to_dict, stall
 from pilog.uploader.loop import Uploader, _stored_size
-from pilog.uploader.sink import SinkContext
+from pilog.uploader.sink import ACK, Outcome, SinkContext
 from pilog.uploader.sinks.http_json import HttpJsonSink
 from pilog.uploader.sinks.influx_line import encode_batch
 
@@ -303,3 +303,35 @@ def test_cursor_stays_before_the_batch_in_flight_while_the_next_is_read(tmp_path
             cursor = events.read_index(lambda i: i.cursors(), {}).get("sink:api")
             events.close()
         assert cursor in (None, 0)
+
+
+class EncodingFails:
+    """A sink whose encoding ahead raises: a bug, never a reason to pass the readings."""
+
+    def prepare(self, batch: Sequence[Event]) -> None:
+        raise RuntimeError("cannot encode")
+
+    def send(self, batch: Sequence[Event]) -> Outcome:
+        return ACK
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_failed_encoding_ahead_leaves_the_cursor_before_the_batch(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9/", batch_max=5)
+    events = EventLog(config)
+    stop = threading.Event()
+    uploader = Uploader(config.sink[0], EncodingFails(), events, stop)  # type: ignore[arg-type]
+    try:
+        for i in range(5):
+            events.append(Reading("air", "t", {"i": i}))
+        uploader.start()
+        wait_until(lambda: uploader.state.state == "stuck", "stuck on the encoding")
+        assert "cannot encode" in (uploader.state.last_error or "")
+    finally:
+        stop.set()
+        assert uploader.join(10)
+        cursor = events.read_index(lambda i: i.cursors(), {}).get("sink:api")
+        events.close()
+    assert cursor in (None, 0)
