@@ -317,8 +317,8 @@ class Row:
 class ReceiverProc:
     """`python -m pilog.testing.receiver --port 0` in its own process."""
 
-    def __init__(self) -> None:
-        cmd = [sys.executable, "-m", "pilog.testing.receiver", "--port", "0"]
+    def __init__(self, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "pilog.testing.receiver", "--port", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()

@@ -4,7 +4,9 @@ Readings are batched by count (`batch_max`), stored bytes (`batch_max_bytes`) an
 (`linger_ms` after the first reading of a batch); other event types are passed over. A batch is
 sent until the sink acknowledges it, and only then does the cursor move past it, so a crash
 re-sends at most the batch in flight, which receivers de-duplicate by event id and
-idempotency key (invariant 4). The answer table (`Outcome`):
+idempotency key (invariant 4). One batch is in flight at a time, in a sender thread, while
+this one reads and encodes the next (`flush`); the next goes only once it is delivered.
+The answer table (`Outcome`):
 
 - `retry`: exponential backoff with full jitter, capped at `retry_max`; `Retry-After` wins;
 - `too_large`: the batch is split in halves, each sent in order;
@@ -25,7 +27,9 @@ The sink never gives up on good data, and never loses bad data: a dead letter st
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import json
 import logging
 import threading
@@ -72,6 +76,11 @@ class Uploader(Consumer):
         self._rewind: Rewind | None = None  # an applied replay with an end to come back from
         self._wake = threading.Event()
         self._waiting = False
+        # One batch in flight: delivered by a sender thread while this one reads, decodes
+        # and encodes the next. Cursors are committed under the lock, from either thread.
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
+        self._commit_lock = threading.Lock()
         self.deadletter_path = events.paths.deadletter(config.name)
 
     # -- Consumer -------------------------------------------------------------------------
@@ -85,6 +94,12 @@ class Uploader(Consumer):
         return cursors.get(self.name)
 
     def restart_at(self, seq: int) -> None:
+        try:
+            self._collect()
+        except Restart:
+            pass  # the restart under way is its outcome
+        except Exception:
+            log.exception("sink %s: delivery failed", self.config.name)
         self._pending = []
         self._pending_bytes = 0
         self._upto = self._delivered = self._committed = seq
@@ -93,6 +108,9 @@ class Uploader(Consumer):
 
     def handle(self, events: Sequence[Event]) -> None:
         end = self._rewind.to_seq if self._rewind is not None else None
+        if (end is None or events[-1].seq <= end) and self.config.batch_max_bytes > 0:
+            self._handle_chunk(events)
+            return
         for e in events:
             if end is not None and e.seq > end:
                 self._finish_replay()
@@ -109,21 +127,56 @@ class Uploader(Consumer):
             ):
                 self.flush()
 
+    def _handle_chunk(self, events: Sequence[Event]) -> None:
+        """`handle` for a chunk with no replay end in it: the same batches, cut by slicing.
+
+        On a backlog this is the uploader's per-reading work, so the per-reading part is two
+        comprehensions and the rest is per batch. Each batch ends, and `_upto` is set past,
+        the reading that fills it by count or by `_stored_size`, as the loop in `handle` does.
+        """
+        if not events:
+            return
+        readings = [e for e in events if isinstance(e.body, Reading)]
+        sizes = [_stored_size(e.body) for e in readings]  # type: ignore[arg-type]
+        batch_max, max_bytes = self.config.batch_max, self.config.batch_max_bytes
+        i = 0
+        while i < len(readings):
+            pending = self._pending
+            if not pending:
+                self._first_at = time.monotonic()
+            room = batch_max - len(pending)  # >= 1: a full batch was flushed
+            # total[k]: the batch's bytes with the next k readings in it
+            total = list(itertools.accumulate(sizes[i : i + room], initial=self._pending_bytes))
+            cut = bisect.bisect_left(total, max_bytes, lo=1)  # first k reaching max_bytes
+            take = min(cut, len(total) - 1)
+            pending.extend(readings[i : i + take])
+            self._pending_bytes = total[take]
+            i += take
+            if len(pending) >= batch_max or self._pending_bytes >= max_bytes:
+                self._upto = pending[-1].seq + 1
+                self.flush()
+        self._upto = events[-1].seq + 1
+
     def tick(self, now: float) -> None:
+        in_flight = not self._collect(wait=False)
         if self._pending:
             if now - self._first_at >= self._linger_s:
                 self.flush()
-        elif self._upto > self._committed and now - self._committed_at >= max(
-            IDLE_COMMIT_S, self._commit_every_s
+        elif (
+            not in_flight
+            and self._upto > self._committed
+            and now - self._committed_at >= max(IDLE_COMMIT_S, self._commit_every_s)
         ):
             self._commit(self._upto)
         if self._delivered > self._committed and now - self._committed_at >= self._commit_every_s:
             self._commit(self._delivered)
         if self.state.state in ("starting", "sending"):
             self.state.state = "idle"
-        self.state.position = self._delivered if self._pending else self._upto
+        unsent = self._pending or self._sender is not None
+        self.state.position = self._delivered if unsent else self._upto
 
     def apply_rewind(self, rewind: Rewind) -> int:
+        self._collect()  # `_delivered` must be final before it is read
         if rewind.to_seq is not None:
             # Delivery went on since `pilog replay` read the cursor: come back to where it is.
             resume = max(rewind.resume_seq or 0, self._delivered, rewind.to_seq + 1)
@@ -133,22 +186,72 @@ class Uploader(Consumer):
         return rewind.from_seq
 
     def finish(self) -> None:
-        self._commit(self._upto if not self._pending else self._delivered)
+        try:
+            self._collect()
+        except Exception:
+            # A Restart (stop) or a failure: the batch in flight stays before the cursor.
+            self._commit(self._delivered)
+        else:
+            self._commit(self._upto if not self._pending else self._delivered)
         self.sink.close()
 
     # -- delivery ------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Deliver the pending batch and commit the cursor past it (at most every
-        `cursor_commit_interval`); Restart on stop."""
-        if self._pending:
-            self._deliver(self._pending)
+        """Hand the pending batch to the sender once the batch before it is delivered; the
+        sender commits the cursor past it on ack (at most every `cursor_commit_interval`).
+        Raises what the delivery before raised (Restart on stop)."""
+        batch, upto = self._pending, self._upto
+        if batch:
+            prepare = getattr(self.sink, "prepare", None)
+            if prepare is not None:
+                prepare(batch)  # encoded here while the batch before is on the wire
+        self._collect()
+        # Pending until here: if the encoding or the batch before failed, `finish` sees it.
         self._pending = []
         self._pending_bytes = 0
-        self._delivered = self._upto
-        self.state.position = self._upto
+        if batch:
+            self._send_error = None
+            self._sender = threading.Thread(
+                target=self._send, args=(batch, upto), name=f"{self.name}:send", daemon=True
+            )
+            self._sender.start()
+        else:
+            self._delivered_to(upto)
+
+    def _send(self, batch: list[Event], upto: int) -> None:
+        """The sender thread: deliver, then move the cursor; the consumer re-raises errors."""
+        try:
+            self._deliver(batch)
+            self._delivered_to(upto)
+        except BaseException as e:
+            self._send_error = e  # raised again in the consumer thread by `_collect`
+
+    def _delivered_to(self, upto: int) -> None:
+        self._delivered = upto
+        self.state.position = upto
         if time.monotonic() - self._committed_at >= self._commit_every_s:
-            self._commit(self._upto)
+            self._commit(upto)
+
+    def _collect(self, *, wait: bool = True) -> bool:
+        """Finish with the batch in flight, re-raising what its delivery raised; False when
+        one is still in flight and `wait` is False."""
+        sender = self._sender
+        if sender is None:
+            return True
+        if not wait and sender.is_alive():
+            return False
+        sender.join()  # bounded: a send returns within the sink's timeout, a wait on stop
+        self._sender = None
+        error, self._send_error = self._send_error, None
+        if error is not None:
+            # Nothing after the last delivered reading is delivered: what is pending or read
+            # past it must not reach the cursor (`finish` commits `_upto` with none pending).
+            self._upto = self._delivered
+            self._pending = []
+            self._pending_bytes = 0
+            raise error
+        return True
 
     def _deliver(self, batch: list[Event]) -> None:
         parts: deque[list[Event]] = deque([batch])
@@ -347,12 +450,13 @@ class Uploader(Consumer):
     # -- cursor --------------------------------------------------------------------------
 
     def _commit(self, seq: int) -> None:
-        if seq <= self._committed:
-            return
-        if self.log.update_index("cursor", lambda i: i.set_cursor(self.name, seq)):
-            self._committed = seq
-            self._committed_at = time.monotonic()
-            self.state.next_seq = seq
+        with self._commit_lock:  # two threads may commit: the cursor never moves back
+            if seq <= self._committed:
+                return
+            if self.log.update_index("cursor", lambda i: i.set_cursor(self.name, seq)):
+                self._committed = seq
+                self._committed_at = time.monotonic()
+                self.state.next_seq = seq
 
     def _finish_replay(self) -> None:
         """Past the end of a `replay --to`: deliver what is pending, jump back, restart."""
@@ -360,6 +464,7 @@ class Uploader(Consumer):
         assert rewind is not None
         assert rewind.to_seq is not None
         self.flush()
+        self._collect()
         resume = max(rewind.resume_seq or 0, rewind.to_seq + 1)
         self.log.update_index("replay", lambda i: i.finish_rewind(self.name, resume))
         self._rewind = None

@@ -8,24 +8,27 @@ uploader loop (`pilog.uploader.loop`) owns the policy: retry with backoff, split
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
 from pilog import __version__
 from pilog.config import SinkConfig
 from pilog.errors import ConfigError
-from pilog.events import Event, Reading, event_id, rfc3339
+from pilog.events import Event, Reading, Value, event_id, rfc3339
 
 log = logging.getLogger("pilog.uploader")
 
+T = TypeVar("T")
 OutcomeKind = Literal["ack", "retry", "too_large", "unauthorized", "rejected"]
 
 
@@ -51,6 +54,19 @@ class Outcome:
 ACK = Outcome("ack")
 
 
+class WireReading(msgspec.Struct, gc=False, frozen=True):
+    """One reading object of the wire contract; msgspec encodes its fields in this order,
+    the same bytes as `SinkContext.reading_object`'s dict, without building a dict."""
+
+    id: str
+    device_id: str
+    seq: int
+    sensor: str
+    sensor_type: str
+    payload: dict[str, Value]
+    timestamp: str
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
     """What every sink knows besides its config: whose events these are, and where it runs."""
@@ -74,6 +90,40 @@ class SinkContext:
             "payload": reading.values,
             "timestamp": rfc3339(event.ts_ns),
         }
+
+    def wire_readings(self, batch: Sequence[Event]) -> list[WireReading]:
+        """The batch as wire objects, equal to `reading_object` of each, in one pass.
+
+        The hot path of a backlog upload: one loop, no dict per reading, and the timestamp's
+        date and time formatted once per second of readings (`rfc3339` does the same).
+        """
+        prefix = f"{self.device_id}:{self.epoch_hex}:"
+        device = self.device_id
+        out: list[WireReading] = []
+        append = out.append
+        second: int | None = None  # of the timestamps formatted in `head`
+        head = ""
+        for event in batch:
+            reading = event.body
+            if not isinstance(reading, Reading):
+                raise TypeError(f"uploaders pass readings only, not seq {event.seq}")
+            ts_ns = event.ts_ns
+            if ts_ns // 1_000_000_000 != second:
+                second = ts_ns // 1_000_000_000
+                head = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            seq = event.seq
+            append(
+                WireReading(
+                    prefix + str(seq),
+                    device,
+                    seq,
+                    reading.sensor,
+                    reading.sensor_type,
+                    reading.values,
+                    head + "%06dZ" % (ts_ns // 1000 % 1_000_000),  # noqa: UP031 - 20% faster
+                )
+            )
+        return out
 
     def idempotency_key(self, batch: Sequence[Event]) -> str:
         """`{device_id}:{epoch}:{first_seq}-{last_seq}`: the same events, the same key."""
@@ -131,6 +181,31 @@ class SinkPlugin(Sink, Protocol):
     def __init__(self, config: SinkConfig, options: Any, context: SinkContext) -> None: ...
 
     def probe(self, deadline: float) -> Outcome: ...
+
+
+class Prepared(Generic[T]):
+    """Requests encoded ahead of their `send`, keyed by the batch object itself.
+
+    The uploader calls a sink's optional `prepare(batch)` in its own thread while the batch
+    before is on the wire; `send` of that same batch (the same list) then takes the request
+    instead of encoding it again. It holds two at most: one in flight, one ahead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[Sequence[Event], T]] = []
+
+    def put(self, batch: Sequence[Event], value: T) -> None:
+        with self._lock:
+            self._items = [*self._items[-1:], (batch, value)]
+
+    def take(self, batch: Sequence[Event]) -> T | None:
+        with self._lock:
+            for i, (held, value) in enumerate(self._items):
+                if held is batch:
+                    del self._items[i]
+                    return value
+        return None
 
 
 def readings(batch: Sequence[Event]) -> list[tuple[Event, Reading]]:

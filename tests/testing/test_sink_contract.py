@@ -17,6 +17,7 @@ import pytest
 
 BROKEN_SINKS = """
 import time
+import msgspec
 from pilog.uploader.sink import ACK, Outcome
 from pilog.uploader.sinks.http_json.sink import HttpJsonSink
 
@@ -37,10 +38,10 @@ class RaisesWhenDown(HttpJsonSink):
 class NewIdsOnEverySend(HttpJsonSink):
     sends = 0
 
-    def objects(self, batch):
+    def body(self, batch):
         NewIdsOnEverySend.sends += 1
-        objects = super().objects(batch)
-        return [{**o, "id": f"{o['id']}-{self.sends}"} for o in objects]
+        objects = self.objects(batch)
+        return msgspec.json.encode([{**o, "id": f"{o['id']}-{self.sends}"} for o in objects])
 
 
 class LeaksTheToken(HttpJsonSink):
@@ -65,12 +66,12 @@ class ProbeAlwaysAcks(HttpJsonSink):
 
 
 class RoundsFloats(HttpJsonSink):
-    def objects(self, batch):
-        objects = super().objects(batch)
+    def body(self, batch):
+        objects = self.objects(batch)
         for o in objects:
             o["payload"] = {k: round(v, 6) if isinstance(v, float) else v
                             for k, v in o["payload"].items()}
-        return objects
+        return msgspec.json.encode(objects)
 
 
 class WaitsOnAHungEndpoint(HttpJsonSink):

@@ -34,7 +34,7 @@ from pilog.uploader.probe import (
     token_hint,
     unexpected,
 )
-from pilog.uploader.sink import Outcome, SinkContext, readings
+from pilog.uploader.sink import Outcome, Prepared, SinkContext, readings
 
 _encode = msgspec.json.Encoder().encode
 EXAMPLE_ENDPOINT = "https://keep-0001.local:8000/api/readings"
@@ -61,6 +61,7 @@ class HttpJsonSink:
             self._headers["Authorization"] = f"Bearer {token}"
         self._client = make_client(config, options, context)
         self._closed = threading.Event()
+        self._prepared: Prepared[tuple[bytes, dict[str, str]]] = Prepared()
 
     def where(self) -> str:
         return url_without_secrets(self.options.url)
@@ -68,16 +69,24 @@ class HttpJsonSink:
     def objects(self, batch: Sequence[Event]) -> list[dict[str, Any]]:
         return [self.context.reading_object(e, r) for e, r in readings(batch)]
 
+    def prepare(self, batch: Sequence[Event]) -> None:
+        """Encode `batch` now, for its `send` (see `Prepared`)."""
+        self._prepared.put(batch, self._request(batch))
+
     def send(self, batch: Sequence[Event]) -> Outcome:
         if self._closed.is_set():
             raise RuntimeError(f"http-json sink {self.config.name} is closed")
-        body, extra = encode_body(_encode(self.objects(batch)), self.options.gzip)
-        headers = {
-            **self._headers,
-            **extra,
-            "Idempotency-Key": self.context.idempotency_key(batch),
-        }
+        body, headers = self._prepared.take(batch) or self._request(batch)
         return post(self._client, self.options.url, body, headers, self._secrets)
+
+    def body(self, batch: Sequence[Event]) -> bytes:
+        """The batch as the contract's JSON array, before gzip."""
+        return _encode(self.context.wire_readings(batch))
+
+    def _request(self, batch: Sequence[Event]) -> tuple[bytes, dict[str, str]]:
+        body, extra = encode_body(self.body(batch), self.options.gzip)
+        key = self.context.idempotency_key(batch)
+        return body, {**self._headers, **extra, "Idempotency-Key": key}
 
     def probe(self, deadline: float) -> Outcome:
         """POST the contract's probe, an empty batch `[]`: answered like a batch, stores nothing."""

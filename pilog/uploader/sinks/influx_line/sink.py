@@ -74,7 +74,7 @@ from pilog.uploader.probe import (
     token_hint,
     unexpected,
 )
-from pilog.uploader.sink import Outcome, SinkContext, readings
+from pilog.uploader.sink import Outcome, Prepared, SinkContext, readings
 
 log = logging.getLogger("pilog.uploader")
 
@@ -143,15 +143,25 @@ def encode_batch(batch: Sequence[Event], device_id: str) -> LineBatch:
     """The batch as line protocol, with a count of what had to be left out."""
     out = LineBatch()
     device_tag = f",device={escape_key(device_id)}"  # `device` < `sensor`: tags stay sorted
+    # A backlog's batch repeats a few sensors and field names: each is escaped once.
+    heads: dict[tuple[str, str], str] = {}
+    keys: dict[str, str] = {}
+    shapes: dict[tuple[str, ...], str | None] = {}  # field names -> `k={},k={}`
     lines = []
     for event, reading in readings(batch):
-        fields, skipped = _field_set(reading)
-        out.skipped_fields += skipped
+        fields = _float_fields(reading.values, shapes)
+        if fields is None:
+            fields, skipped = _field_set(reading, keys)
+            out.skipped_fields += skipped
         if not fields or not reading.sensor_type:
             out.skipped_seqs.append(event.seq)
             continue
-        tags = f"{device_tag},sensor={escape_key(reading.sensor)}"
-        lines.append(f"{escape_measurement(reading.sensor_type)}{tags} {fields} {event.ts_ns}\n")
+        head = heads.get((reading.sensor_type, reading.sensor))
+        if head is None:
+            tags = f"{device_tag},sensor={escape_key(reading.sensor)}"
+            head = f"{escape_measurement(reading.sensor_type)}{tags} "
+            heads[reading.sensor_type, reading.sensor] = head
+        lines.append(f"{head}{fields} {event.ts_ns}\n")
     out.lines = len(lines)
     out.body = "".join(lines).encode()
     return out
@@ -185,14 +195,53 @@ def field_value(value: Value) -> str | None:
     return '"' + value.translate(_NEWLINES).translate(_STRING_ESCAPES) + '"'
 
 
-def _field_set(reading: Reading) -> tuple[str, int]:
-    """`k=v,k=v` of the writable fields, and how many were skipped."""
+def _float_fields(
+    values: dict[str, Value], shapes: dict[tuple[str, ...], str | None]
+) -> str | None:
+    """`k=v,k=v` when every value is a finite float and every key writable (the usual
+    reading), formatted by one template per set of field names; else None."""
+    shape = tuple(values)
+    template = shapes.get(shape, "")
+    if template == "":
+        template = shapes[shape] = _template(shape)
+    if template is None:
+        return None
+    vals = values.values()
+    try:
+        # isfinite takes ints and bools too; float.__repr__ then refuses them (TypeError),
+        # and an int too large for a float overflows: both go the field-by-field way.
+        if not all(map(math.isfinite, vals)):  # type: ignore[arg-type]
+            return None
+        return template.format(*map(float.__repr__, vals))
+    except (TypeError, OverflowError):
+        return None
+
+
+def _template(shape: tuple[str, ...]) -> str | None:
+    if not shape or not all(shape):
+        return None  # an empty key is skipped: the field-by-field way counts it
+    escaped = (escape_field_key(k).replace("{", "{{").replace("}", "}}") for k in shape)
+    return ",".join(f"{k}={{}}" for k in escaped)
+
+
+def _field_set(reading: Reading, keys: dict[str, str] | None = None) -> tuple[str, int]:
+    """`k=v,k=v` of the writable fields, and how many were skipped; `keys` caches escaped
+    field keys across readings."""
+    keys = {} if keys is None else keys
     parts = []
     for key, value in reading.values.items():
-        text = field_value(value)
+        # A finite float, the usual value, without field_value's checks: x - x is 0.0 for
+        # every finite float and NaN for NaN and the infinities.
+        if value.__class__ is float and value - value == 0.0:
+            text: str | None = repr(value)
+        else:
+            text = field_value(value)
         if text is None or not key:
             continue
-        parts.append(f"{escape_field_key(key)}={text}")
+        escaped = keys.get(key)
+        if escaped is None:
+            escaped = keys[key] = escape_field_key(key)
+        parts.append(f"{escaped}={text}")
     return ",".join(parts), len(reading.values) - len(parts)
 
 
@@ -261,14 +310,24 @@ class InfluxLineSink:
         self._client = make_client(config, options, context)
         self._skipping = False  # warn when readings start being skipped, not on every batch
         self._closed = threading.Event()
+        self._prepared: Prepared[tuple[LineBatch, bytes, dict[str, str]]] = Prepared()
 
     def where(self) -> str:
         return url_without_secrets(self.options.url)
 
+    def prepare(self, batch: Sequence[Event]) -> None:
+        """Encode `batch` now, for its `send` (see `Prepared`)."""
+        self._prepared.put(batch, self._request(batch))
+
+    def _request(self, batch: Sequence[Event]) -> tuple[LineBatch, bytes, dict[str, str]]:
+        encoded = encode_batch(batch, self.context.device_id)
+        body, extra = encode_body(encoded.body, self.options.gzip)
+        return encoded, body, {**self._headers, **extra}
+
     def send(self, batch: Sequence[Event]) -> Outcome:
         if self._closed.is_set():
             raise RuntimeError(f"influx-line sink {self.config.name} is closed")
-        encoded = encode_batch(batch, self.context.device_id)
+        encoded, body, headers = self._prepared.take(batch) or self._request(batch)
         note = encoded.note()
         if note and not self._skipping:
             log.warning(
@@ -278,8 +337,7 @@ class InfluxLineSink:
         if not encoded.lines:
             # Nothing the receiver could take; sending an empty body would only be refused.
             return Outcome("ack", note)
-        body, extra = encode_body(encoded.body, self.options.gzip)
-        outcome = post(self._client, self._url, body, {**self._headers, **extra})
+        outcome = post(self._client, self._url, body, headers)
         if outcome.kind == "ack" and note:
             return Outcome("ack", note, outcome.status)
         return outcome
