@@ -201,6 +201,14 @@ class PostgresSink:
         """The CREATE TABLE and CREATE INDEX statements for this sink's table."""
         return str(self._sql.create.as_string(None))
 
+    def grant_sql(self, role: str) -> str:
+        """The GRANT that lets `role` insert: INSERT, and SELECT on the key ON CONFLICT reads."""
+        key = sql.SQL(", ").join(map(sql.Identifier, self.options.unique_key))
+        grant = sql.SQL("GRANT SELECT ({key}), INSERT ON {table} TO {role};").format(
+            key=key, table=sql.Identifier(*self._table), role=sql.Identifier(role)
+        )
+        return str(grant.as_string(None))
+
     def copy_rows(self, batch: Sequence[Event]) -> bytes:
         """The batch in COPY's text format, one line per reading in COLUMNS order."""
         device = self.context.device_id.translate(_COPY_ESCAPES)
@@ -308,7 +316,7 @@ class PostgresSink:
                     "run the CREATE TABLE logged above (or shown by `pilog check`) as its owner",
                 )
             ) from e
-        log.warning("postgres sink %s: created table %s", self.config.name, self._where)
+        log.warning("postgres sink %s: created %s, with its indexes", self.config.name, self._where)
 
     def _exists(self, conn: Any) -> bool:
         qualified = sql.Identifier(*self._table).as_string(conn)
@@ -399,16 +407,18 @@ class PostgresSink:
         problems = self._table_problems(conn, qualified)
         if problems:
             return Outcome("rejected", f"{self._where}: {'; '.join(problems)}", 400)
+        key = self.options.unique_key
         row = conn.execute(
-            "SELECT has_table_privilege(%s, 'INSERT'), "
-            "has_database_privilege(current_database(), 'TEMP')",
-            (qualified,),
+            "SELECT has_table_privilege(%s, 'INSERT') "
+            "AND bool_and(has_column_privilege(%s, k, 'SELECT')), "
+            "has_database_privilege(current_database(), 'TEMP') FROM unnest(%s::text[]) AS k",
+            (qualified, qualified, key),
         ).fetchone()
         if not (row and row[0]):
+            # ON CONFLICT (key) reads the key: INSERT alone is not enough.
             return Outcome(
                 "unauthorized",
-                f"role {user} may not insert into {name}; run: "
-                f"GRANT INSERT ON {qualified} TO {sql.Identifier(user).as_string(conn)};",
+                f"role {user} may not insert into {name}; run: {self.grant_sql(user)}",
             )
         if not row[1]:
             return Outcome(
