@@ -220,7 +220,9 @@ class PostgresSink:
                 f"{prefix}{e.seq}\t{device}\t{e.seq}\t{r.sensor.translate(_COPY_ESCAPES)}\t"
                 f"{r.sensor_type.translate(_COPY_ESCAPES)}\t{rfc3339(e.ts_ns)}\t{payload}\n"
             )
-        return "".join(lines).encode()
+        # surrogatepass: a string that is not valid Unicode reaches the server, which refuses
+        # that reading (22021), rather than failing the whole send here.
+        return "".join(lines).encode("utf-8", "surrogatepass")
 
     def send(self, batch: Sequence[Event]) -> Outcome:
         with self._lock:
@@ -234,6 +236,8 @@ class PostgresSink:
             try:
                 conn = self._connect(deadline)
                 try:
+                    left = max(deadline - time.monotonic(), 0.001)
+                    conn.execute(_statement_timeout(left, local=False))
                     return self._check_table(conn)
                 finally:
                     conn.close()
@@ -268,25 +272,24 @@ class PostgresSink:
             # Leaving the block without an error means COMMIT returned: the rows are stored.
             return ACK
         except _Refused as e:
-            self._drop()
-            return e.outcome
+            outcome = e.outcome
         except psycopg.Error as e:
             outcome = self._outcome(e)
-            if outcome.status != 422:
-                # Anything but a refused reading: start from a fresh connection and table check.
-                self._drop()
-            return outcome
+        if outcome.kind != "rejected":
+            # Lost, refused or unsure: start again from a fresh connection and table check. A
+            # refusal leaves the connection as it was (the transaction rolled back).
+            self._drop()
+        return outcome
 
     def _setup_sql(self) -> Any:
-        ms = max(1, round(self.config.timeout * 1000))
-        return sql.SQL("SET LOCAL statement_timeout = {}; ").format(sql.Literal(ms)) + (
-            self._sql.setup
-        )
+        return _statement_timeout(self.config.timeout) + self._sql.setup
 
     def _prepare_table(self, conn: Any) -> None:
         """Create the table when missing and allowed; else raise _Refused saying what to run."""
-        if self._exists(conn):
-            return
+        with conn.transaction():
+            conn.execute(_statement_timeout(self.config.timeout))
+            if self._exists(conn):
+                return
         name = self.options.table
         if not self.options.create_table:
             raise _Refused(
@@ -299,6 +302,7 @@ class PostgresSink:
             )
         try:
             with conn.transaction():
+                conn.execute(_statement_timeout(self.config.timeout))
                 conn.execute(self._sql.create)
         except psycopg.errors.InsufficientPrivilege as e:
             log.error(
@@ -455,6 +459,13 @@ class PostgresSink:
                 "ON CONFLICT needs: add it, or set unique_key to the table's key"
             )
         return problems
+
+
+def _statement_timeout(seconds: float, *, local: bool = True) -> Any:
+    """`SET LOCAL statement_timeout`, for this transaction; `local=False` for the session."""
+    ms = max(1, round(seconds * 1000))
+    scope = sql.SQL("LOCAL ") if local else sql.SQL("")
+    return sql.SQL("SET {}statement_timeout = {}; ").format(scope, sql.Literal(ms))
 
 
 def _where(params: dict[str, Any], table: str) -> str:
