@@ -220,9 +220,7 @@ class PostgresSink:
                 f"{prefix}{e.seq}\t{device}\t{e.seq}\t{r.sensor.translate(_COPY_ESCAPES)}\t"
                 f"{r.sensor_type.translate(_COPY_ESCAPES)}\t{rfc3339(e.ts_ns)}\t{payload}\n"
             )
-        # surrogatepass: a string that is not valid Unicode reaches the server, which refuses
-        # that reading (22021), rather than failing the whole send here.
-        return "".join(lines).encode("utf-8", "surrogatepass")
+        return "".join(lines).encode()
 
     def send(self, batch: Sequence[Event]) -> Outcome:
         with self._lock:
@@ -254,7 +252,12 @@ class PostgresSink:
     # -- sending -------------------------------------------------------------------------
 
     def _send(self, batch: Sequence[Event]) -> Outcome:
-        rows = self.copy_rows(batch)
+        try:
+            rows = self.copy_rows(batch)
+        except (UnicodeEncodeError, msgspec.EncodeError) as e:
+            # Text that is not Unicode (a lone surrogate) has no UTF-8: refused like the server
+            # refuses NUL, so the loop bisects to the reading and keeps it as a dead letter.
+            return Outcome("rejected", f"a reading cannot be encoded as UTF-8 JSON: {e}", 422)
         deadline = time.monotonic() + self.config.timeout
         try:
             if self._conn is None:
