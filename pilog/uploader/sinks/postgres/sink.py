@@ -191,6 +191,7 @@ class PostgresSink:
         self._lock = threading.Lock()
         self._conn: Any = None  # psycopg.Connection once connected
         self._table_ready = False  # checked (or made) on this connection
+        self._told_create = False  # the CREATE TABLE to run was logged
         self._closed = False
 
     def where(self) -> str:
@@ -239,8 +240,6 @@ class PostgresSink:
                     return self._check_table(conn)
                 finally:
                     conn.close()
-            except _Refused as e:
-                return e.outcome
             except psycopg.Error as e:
                 return self._outcome(e)
 
@@ -263,10 +262,12 @@ class PostgresSink:
             if self._conn is None:
                 self._conn = self._connect(deadline)
                 self._table_ready = False
+                log.info("postgres sink %s: connected to %s", self.config.name, self._where)
             conn = self._conn
             if not self._table_ready:
                 self._prepare_table(conn)
                 self._table_ready = True
+                self._told_create = False
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(self._setup_sql())
                 with cur.copy(self._sql.copy) as copy:
@@ -308,14 +309,7 @@ class PostgresSink:
                 conn.execute(_statement_timeout(self.config.timeout))
                 conn.execute(self._sql.create)
         except psycopg.errors.InsufficientPrivilege as e:
-            log.error(
-                "postgres sink %s: role %s may not create table %s (%s); run as its owner:\n%s",
-                self.config.name,
-                conn.info.user,
-                name,
-                _first_line(e),
-                self.create_sql(),
-            )
+            self._log_create_refused(conn.info.user, e)
             raise _Refused(
                 Outcome(
                     "unauthorized",
@@ -324,6 +318,21 @@ class PostgresSink:
                 )
             ) from e
         log.warning("postgres sink %s: created %s, with its indexes", self.config.name, self._where)
+
+    def _log_create_refused(self, user: str, e: Exception) -> None:
+        """The SQL to run, once until the table is there: the pause repeats the attempt."""
+        if self._told_create:
+            return
+        self._told_create = True
+        log.error(
+            "postgres sink %s: role %s may not create table %s (%s); run as its owner:\n%s\n%s",
+            self.config.name,
+            user,
+            self.options.table,
+            _first_line(e),
+            self.create_sql(),
+            self.grant_sql(user),
+        )
 
     def _exists(self, conn: Any) -> bool:
         qualified = sql.Identifier(*self._table).as_string(conn)
@@ -355,7 +364,6 @@ class PostgresSink:
             connect_timeout=max(MIN_CONNECT_TIMEOUT_S, math.ceil(left)),
             **self._params,
         )
-        log.info("postgres sink %s: connected to %s", self.config.name, self._where)
         return conn
 
     def _drop(self) -> None:
