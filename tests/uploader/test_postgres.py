@@ -315,11 +315,13 @@ def test_role_that_may_not_create_the_table_gets_the_sql_to_run(
     sink = open_sink(user=WRITER)
     with caplog.at_level(logging.ERROR, "pilog.uploader"):
         outcome = sink.send(reading_events(2))
+        assert sink.send(reading_events(2)) == outcome  # as the pause tries again: logged once
     assert outcome.kind == "unauthorized", outcome
     assert f"role {WRITER} may not create table {TABLE}" in outcome.detail
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
     assert "CREATE TABLE IF NOT EXISTS" in errors[0]
+    assert sink.grant_sql(WRITER) in errors[0]
     probe = sink.probe(deadline_in(10))
     assert probe.kind == "unauthorized"
     assert sink.create_sql() in probe.detail
@@ -345,6 +347,8 @@ def test_reading_the_server_refuses_is_rejected_alone(
     assert sink.send([bad]).kind == "rejected"
     name_with_nul = Event(7, bad.ts_ns, 0, BOOT_ID, Reading("a\x00b", "x", {"v": 1}))
     assert sink.send([name_with_nul]).status == 422
+    not_unicode = Event(8, bad.ts_ns, 0, BOOT_ID, Reading("air", "x", {"s": "\ud800"}))
+    assert sink.send([not_unicode]).status == 422  # refused by the server, never raised
     assert sink.send(batch[4:]).kind == "ack"
     assert stored_seqs(pg) == [0, 1, 2, 4, 5]
 
