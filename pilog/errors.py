@@ -122,18 +122,3 @@ def mqtt_extra_missing(what: str) -> str:
     return (
         f'{what} needs paho-mqtt (pilog\'s "mqtt" extra), which is not installed: {MQTT_EXTRA_FIX}'
     )
-
-
-POSTGRES_EXTRA_FIX = (
-    "pip install 'psycopg>=3.1' into pilog's environment (it needs libpq5: "
-    "`sudo apt install libpq5`), or reinstall pilog's wheel with [postgres] "
-    "(docs/install.md, Extras)"
-)
-
-
-def postgres_extra_missing(what: str) -> str:
-    """The error for a postgres sink without psycopg (the `postgres` extra) or its libpq."""
-    return (
-        f'{what} needs psycopg (pilog\'s "postgres" extra), which is not installed or cannot '
-        f"load libpq: {POSTGRES_EXTRA_FIX}"
-    )

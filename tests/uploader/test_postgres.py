@@ -516,3 +516,49 @@ def test_duration_timeout_sets_the_statement_timeout(
     assert outcome.kind == "retry", outcome
     assert "57014" in outcome.detail  # canceling statement due to statement timeout
     assert sink.send(reading_events(1, first_seq=1)).kind == "ack"
+
+
+def test_close_cancels_a_send_waiting_on_the_server(
+    pg: PostgresServer, open_sink: OpenSink
+) -> None:
+    sink = open_sink(timeout=WAIT_S * 10)  # only the cancel can end the wait in time
+    assert sink.send(reading_events(1)).kind == "ack"
+    blocker = pg.admin("pilog")
+    blocker.execute("BEGIN")
+    blocker.execute(f"LOCK TABLE {TABLE} IN ACCESS EXCLUSIVE MODE")
+    outcome: list[Outcome] = []
+    sender = threading.Thread(
+        target=lambda: outcome.append(sink.send(reading_events(1, first_seq=1)))
+    )
+    sender.start()
+    wait_until(
+        lambda: pg.sql(
+            "SELECT 1 FROM pg_stat_activity WHERE usename = %s AND wait_event_type = 'Lock'",
+            USER,
+        ),
+        "the batch to wait on the lock",
+    )
+    sink.close()
+    sender.join(WAIT_S)
+    blocker.close()
+    assert outcome[0].kind == "retry", outcome
+    assert "canceling statement due to user request" in outcome[0].detail
+    with pytest.raises(RuntimeError, match="closed"):
+        sink.send(reading_events(1))
+
+
+def test_missing_psycopg_or_libpq_is_said_at_construction(
+    open_sink: OpenSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilog.errors import ConfigError
+    from pilog.uploader.sinks.postgres import sink as module
+
+    no_libpq = ImportError("no pq wrapper available.\n- couldn't import: libpq library not found")
+    monkeypatch.setattr(module, "IMPORT_ERROR", no_libpq)
+    with pytest.raises(ConfigError, match="sudo apt install libpq5") as info:
+        open_sink()
+    assert "libpq library not found" in str(info.value)
+    no_psycopg = ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
+    monkeypatch.setattr(module, "IMPORT_ERROR", no_psycopg)
+    with pytest.raises(ModuleNotFoundError):  # open_sink names the extra
+        open_sink()

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from pilog.config import SinkConfig
-from pilog.errors import ConfigError, postgres_extra_missing
+from pilog.errors import ConfigError
 from pilog.events import Event, rfc3339
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
 
@@ -47,9 +47,14 @@ try:
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
 
-    HAVE_PSYCOPG = True
-except ImportError:  # no psycopg, or no libpq5 under it; constructing the sink says how to fix
-    HAVE_PSYCOPG = False
+    IMPORT_ERROR: ImportError | None = None
+except ImportError as e:  # no psycopg, or no libpq under it; constructing the sink says which
+    IMPORT_ERROR = e
+
+LIBPQ_MISSING = (
+    "sink {name}: psycopg is installed but cannot load libpq ({why}); install it: "
+    "sudo apt install libpq5 (or pip install psycopg-binary where it has wheels: not armhf)"
+)
 
 log = logging.getLogger("pilog.uploader")
 
@@ -57,6 +62,7 @@ COLUMNS = ("id", "device_id", "seq", "sensor", "sensor_type", "ts", "payload")
 KEY_COLUMNS = frozenset({"id", "device_id", "ts"})  # what a unique key may be made of
 STAGING = "pilog_staging"
 MIN_CONNECT_TIMEOUT_S = 2  # libpq treats less as 2
+CANCEL_TIMEOUT_S = 5.0  # for the server to take a cancel request when pilog stops
 # Failed logins come without a SQLSTATE (psycopg/psycopg#1188): the server's and libpq's words.
 CREDENTIAL_MESSAGES = (
     "password authentication failed",
@@ -166,8 +172,11 @@ class PostgresSink:
     extra: ClassVar[str | None] = "postgres"
 
     def __init__(self, config: SinkConfig, options: PostgresOptions, context: SinkContext) -> None:
-        if not HAVE_PSYCOPG:
-            raise ConfigError(postgres_extra_missing(f"sink {config.name}"))
+        if IMPORT_ERROR is not None:
+            if isinstance(IMPORT_ERROR, ModuleNotFoundError) and IMPORT_ERROR.name == "psycopg":
+                raise IMPORT_ERROR  # the extra is missing: the caller names it
+            why = str(IMPORT_ERROR).strip().splitlines()[-1].strip(" -")
+            raise ConfigError(LIBPQ_MISSING.format(name=config.name, why=why))
         self.config = config
         self.options = options
         self.context = context
@@ -244,9 +253,21 @@ class PostgresSink:
                 return self._outcome(e)
 
     def close(self) -> None:
-        with self._lock:
+        """Close the connection; a send waiting on the server is cancelled first, so this
+        returns within about CANCEL_TIMEOUT_S rather than the send's `timeout`."""
+        if not self._lock.acquire(blocking=False):
+            conn = self._conn
+            if conn is not None:
+                try:
+                    conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
+                except psycopg.Error as e:  # the send then ends by its own timeouts
+                    log.info("postgres sink %s: cancelling on close: %s", self.config.name, e)
+            self._lock.acquire()
+        try:
             self._closed = True
             self._drop()
+        finally:
+            self._lock.release()
 
     # -- sending -------------------------------------------------------------------------
 
