@@ -7,8 +7,11 @@ killed with -9 (postmaster and backends) while a batch is in the middle of its t
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import random
+import subprocess
 import threading
 import time
 import tomllib
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import PILOG, clean_env, run_pilog, toml_value, wait_until, write_config
 
 from pilog.config import Config, Duration, parse_config
 from pilog.datadir import EventLog
@@ -25,6 +28,7 @@ from pilog.events import DeadLetter, Event, Reading, Value
 from pilog.history import History
 from pilog.testing import postgres as pg_server
 from pilog.testing.postgres import PostgresServer
+from pilog.uploader import sinks as sinks_registry
 from pilog.uploader.loop import Uploader
 from pilog.uploader.sink import Outcome, SinkContext
 from pilog.uploader.sinks.postgres.sink import PostgresOptions, PostgresSink
@@ -39,6 +43,7 @@ USER, PASSWORD = "pilog", "s3cret-Pa55word"
 WRITER = "writer"  # a role that may log in and insert, but not create tables
 TABLE = "pilog_readings"
 WAIT_S = 60.0
+KILLS = 8
 
 OpenSink = Callable[..., PostgresSink]
 
@@ -516,6 +521,140 @@ def test_duration_timeout_sets_the_statement_timeout(
     assert outcome.kind == "retry", outcome
     assert "57014" in outcome.detail  # canceling statement due to statement timeout
     assert sink.send(reading_events(1, first_seq=1)).kind == "ack"
+
+
+# -- pilog as a subprocess ------------------------------------------------------------------------
+
+# `type = "postgres"` in a config needs the sink registry (pilog.uploader.sinks.find_sink).
+needs_registry = pytest.mark.skipif(
+    not hasattr(sinks_registry, "find_sink"),
+    reason='the sink plugin registry (find_sink) is not in this tree: `type = "postgres"` '
+    "cannot be configured yet",
+)
+
+
+def postgres_sink_toml(pg: PostgresServer, password_file: object, **keys: object) -> str:
+    keys = {
+        "name": SINK,
+        "type": "postgres",
+        "url": pg.url(USER, "pilog"),
+        "password_file": password_file,
+        "batch_max": 40,
+        "linger_ms": 20,
+        "retry_initial_ms": 20,
+        "retry_max": 1,
+        "timeout": 10,
+        **keys,
+    }
+    return "\n[[sink]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in keys.items())
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pg-password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def log_reading_ids(data: Path) -> set[str]:
+    history = History(data)
+    header = history.header()
+    assert header is not None
+    return {
+        f"{header.device_id}:{header.epoch_hex}:{e.seq}"
+        for e in history.events()
+        if isinstance(e.body, Reading)
+    }
+
+
+def row_count(pg: PostgresServer) -> int:
+    try:
+        return int(pg.sql(f"SELECT count(*) FROM {TABLE}", dbname="pilog")[0][0])
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+@needs_registry
+@pytest.mark.slow
+def test_pilog_killed_9_again_and_again_and_the_server_killed_stores_every_reading_once(
+    tmp_path: Path, pg: PostgresServer, password_file: Path
+) -> None:
+    data = tmp_path / "data"
+    sink = postgres_sink_toml(pg, password_file)
+    sensors = [{"name": f"s{i}", "interval_ms": 5} for i in range(3)]
+    config = write_config(
+        tmp_path / "pilog.toml", data, log={"fsync_interval_ms": 20}, sensors=sensors, extra=sink
+    )
+    rng = random.Random(14)
+    for kill in range(KILLS):
+        before = row_count(pg)
+        with run_pilog(config) as p:
+            wait_until(lambda b=before: row_count(pg) > b, "rows", WAIT_S)
+            if kill == KILLS // 2:
+                pg.restart(kill=True)  # the server dies under a running pilog, mid-batch or not
+                after = row_count(pg)
+                wait_until(lambda a=after: row_count(pg) > a, "rows after the restart", WAIT_S)
+            time.sleep(rng.uniform(0, 0.3))
+            p.kill()
+    # Drain with no sensors: the log stops growing and the sink catches up.
+    drain = write_config(tmp_path / "drain.toml", data, sensors=[], extra=sink)
+    with run_pilog(drain) as p:
+        p.stderr.wait_for(lambda line: "pilog running" in line, "the drain to start")
+        want = log_reading_ids(data)
+        wait_until(lambda: row_count(pg) >= len(want), "the drain", 120)
+        assert p.stop() == 0
+    rows = pg.sql(f"SELECT id, device_id, seq FROM {TABLE}", dbname="pilog")
+    assert len(rows) == len(want)  # the primary key makes a duplicate impossible
+    assert {r[0] for r in rows} == want
+    assert all(r[0] == f"{r[1]}:{r[0].split(':')[1]}:{r[2]}" for r in rows)
+
+
+def pilog_check(config: Path) -> tuple[int, dict[str, Any]]:
+    result = subprocess.run(
+        [*PILOG, "check", "--json", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env=clean_env(),
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    [row] = [r for r in json.loads(result.stdout) if r["what"] == f"sink:{SINK}"]
+    return result.returncode, row
+
+
+@needs_registry
+def test_pilog_check_rows_for_postgres_sinks(
+    tmp_path: Path, pg: PostgresServer, password_file: Path
+) -> None:
+    def check(**keys: object) -> tuple[int, dict[str, Any]]:
+        sink = postgres_sink_toml(pg, keys.pop("password_file", password_file), **keys)
+        config = write_config(tmp_path / "pilog.toml", tmp_path / "data", extra=sink)
+        return pilog_check(config)
+
+    code, row = check()
+    assert (code, row["ok"]) == (0, True), row
+    assert "the first send creates it" in row["detail"]
+    code, row = check(create_table=False)
+    assert (code, row["ok"]) == (1, False), row
+    assert "CREATE TABLE IF NOT EXISTS" in row["detail"]
+    bad = tmp_path / "bad-password"
+    bad.write_text("nope\n")
+    bad.chmod(0o600)
+    code, row = check(password_file=bad)
+    assert (code, row["ok"]) == (1, False), row
+    assert "password authentication failed" in row["detail"]
+    assert PASSWORD not in row["detail"]
+    pg.stop()
+    code, row = check()
+    assert (code, row["ok"]) == (1, False), row
+    assert row_count_after_start(pg) == 0  # the probes wrote nothing
+
+
+def row_count_after_start(pg: PostgresServer) -> int:
+    pg.start()
+    return row_count(pg)
 
 
 def test_close_cancels_a_send_waiting_on_the_server(
