@@ -26,8 +26,11 @@ is refused. The connection is made lazily on the next `send` after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -62,7 +65,8 @@ COLUMNS = ("id", "device_id", "seq", "sensor", "sensor_type", "ts", "payload")
 KEY_COLUMNS = frozenset({"id", "device_id", "ts"})  # what a unique key may be made of
 STAGING = "pilog_staging"
 MIN_CONNECT_TIMEOUT_S = 2  # libpq treats less as 2
-CANCEL_TIMEOUT_S = 5.0  # for the server to take a cancel request when pilog stops
+CANCEL_TIMEOUT_S = 2.0  # for the server to take a cancel request when pilog stops
+WATCHDOG_GRACE_S = 1.0  # past the deadline of a send: the server's own timeouts act first
 # Failed logins come without a SQLSTATE (psycopg/psycopg#1188): the server's and libpq's words.
 CREDENTIAL_MESSAGES = (
     "password authentication failed",
@@ -262,6 +266,7 @@ class PostgresSink:
                     conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
                 except psycopg.Error as e:  # the send then ends by its own timeouts
                     log.info("postgres sink %s: cancelling on close: %s", self.config.name, e)
+                _abort(conn)  # a server that does not answer the cancel either
             self._lock.acquire()
         try:
             self._closed = True
@@ -285,17 +290,17 @@ class PostgresSink:
                 self._table_ready = False
                 log.info("postgres sink %s: connected to %s", self.config.name, self._where)
             conn = self._conn
-            if not self._table_ready:
-                self._prepare_table(conn)
-                self._table_ready = True
-                self._told_create = False
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute(self._setup_sql())
-                with cur.copy(self._sql.copy) as copy:
-                    copy.write(rows)
-                cur.execute(self._sql.insert)
-            # Leaving the block without an error means COMMIT returned: the rows are stored.
-            return ACK
+            # A server that stops answering while TCP still acks (a hung proxy or balancer)
+            # holds statement_timeout and keepalives off: past the deadline, cut the socket.
+            watchdog = threading.Timer(
+                max(deadline - time.monotonic(), 0.0) + WATCHDOG_GRACE_S, _abort, (conn,)
+            )
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                return self._in_transaction(conn, rows)
+            finally:
+                watchdog.cancel()
         except _Refused as e:
             outcome = e.outcome
         except psycopg.Error as e:
@@ -305,6 +310,20 @@ class PostgresSink:
             # refusal leaves the connection as it was (the transaction rolled back).
             self._drop()
         return outcome
+
+    def _in_transaction(self, conn: Any, rows: bytes) -> Outcome:
+        """Table check (once per connection), then COPY, INSERT and COMMIT; ACK once done."""
+        if not self._table_ready:
+            self._prepare_table(conn)
+            self._table_ready = True
+            self._told_create = False
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(self._setup_sql())
+            with cur.copy(self._sql.copy) as copy:
+                copy.write(rows)
+            cur.execute(self._sql.insert)
+        # Leaving the block without an error means COMMIT returned: the rows are stored.
+        return ACK
 
     def _setup_sql(self) -> Any:
         return _statement_timeout(self.config.timeout) + self._sql.setup
@@ -491,6 +510,14 @@ class PostgresSink:
                 "ON CONFLICT needs: add it, or set unique_key to the table's key"
             )
         return problems
+
+
+def _abort(conn: Any) -> None:
+    """Shut the connection's socket down: a send blocked on it fails at once (a retry)."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        with sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _statement_timeout(seconds: float, *, local: bool = True) -> Any:
