@@ -65,7 +65,6 @@ COLUMNS = ("id", "device_id", "seq", "sensor", "sensor_type", "ts", "payload")
 KEY_COLUMNS = frozenset({"id", "device_id", "ts"})  # what a unique key may be made of
 STAGING = "pilog_staging"
 MIN_CONNECT_TIMEOUT_S = 2  # libpq treats less as 2
-CANCEL_TIMEOUT_S = 2.0  # for the server to take a cancel request when pilog stops
 WATCHDOG_GRACE_S = 1.0  # past the deadline of a send: the server's own timeouts act first
 # Failed logins come without a SQLSTATE (psycopg/psycopg#1188): the server's and libpq's words.
 CREDENTIAL_MESSAGES = (
@@ -257,16 +256,14 @@ class PostgresSink:
                 return self._outcome(e)
 
     def close(self) -> None:
-        """Close the connection; a send waiting on the server is cancelled first, so this
-        returns within about CANCEL_TIMEOUT_S rather than the send's `timeout`."""
+        """Close the connection; a send waiting on the server has its socket cut first, so
+        this returns at once rather than after the send's `timeout`. (A cancel request would
+        wait on a hung server too: libpq before 17 has no timeout for it.) The cut send never
+        sent COMMIT, so the server rolls its transaction back: the batch is sent again later."""
         if not self._lock.acquire(blocking=False):
             conn = self._conn
             if conn is not None:
-                try:
-                    conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
-                except psycopg.Error as e:  # the send then ends by its own timeouts
-                    log.info("postgres sink %s: cancelling on close: %s", self.config.name, e)
-                _abort(conn)  # a server that does not answer the cancel either
+                _abort(conn)
             self._lock.acquire()
         try:
             self._closed = True
