@@ -25,6 +25,7 @@ from pilog.testing.receiver import Receiver, fail
 
 WIDE = {"COLUMNS": "300"}  # rich wraps table cells at the default 80 columns
 LONG_S = 3600  # retry_max: a sink that waits this long would not send again within a test
+RETRY_SOON_S = 30  # a drawn wait shorter than this might end within the test
 
 
 def free_port() -> int:
@@ -122,10 +123,11 @@ def test_retry_after_an_outage_sends_at_once_and_the_recovery_is_logged(tmp_path
                 return False
             retry_at = live["retry_at_ns"]
             assert isinstance(retry_at, int)
-            # Full jitter may draw a short wait; then the next attempt draws again.
-            return retry_at - time.time_ns() > 300e9
+            # Full jitter may draw a short wait; then the next attempt, due within
+            # RETRY_SOON_S, draws again. A longer wait cannot end within the test's 10 s.
+            return retry_at - time.time_ns() > RETRY_SOON_S * 1e9
 
-        wait_until(waiting_long, "a sink waiting minutes to retry")
+        wait_until(waiting_long, "a sink waiting to retry", timeout=3 * RETRY_SOON_S)
         with Receiver(port=port) as back:
             result = pilog("retry", "keep", "-c", config)
             assert result.returncode == 0, result.stderr

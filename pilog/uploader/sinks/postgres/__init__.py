@@ -1,0 +1,1 @@
+"""The `postgres` sink: readings as rows of a PostgreSQL table (README.md)."""
