@@ -3,7 +3,7 @@
 `NatsCluster.start(tmp_dir, nodes=3)` runs `nodes` servers clustered over routes, each with its
 own client, route and monitoring port, `server_name` and store directory; it returns once every
 node says `/healthz` ok (JetStream meta leader elected). Then: `add_stream`, `stream_leader`,
-`kill(node)` (SIGKILL), `stop(node)`, `restart(node)` (same ports and store), `stored_ids`
+`kill(node)` (SIGKILL), `stop(node)`, `restart(*nodes)` (same ports and stores), `stored_ids`
 (every `Nats-Msg-Id` in a stream, read back in stream order) and `close()` (kills them all).
 Authorization is one `authorization { ... }` block given verbatim, the same on every node.
 `missing()` says why the cluster cannot run here (no server binary, no nats-py), else None.
@@ -145,11 +145,14 @@ class NatsCluster:
             node.process.wait(WAIT_S)
             node.process = None
 
-    def restart(self, node: NatsNode) -> None:
-        """Start a stopped or killed node again with its ports and store; wait until healthy."""
-        if not node.running:
-            self._spawn(node)
-        self.wait_healthy([node])
+    def restart(self, *nodes: NatsNode) -> None:
+        """Start stopped or killed nodes again with their ports and stores (all of them when
+        none is named); wait until each is healthy (a lone node waits for a quorum)."""
+        nodes = nodes or tuple(self.nodes)
+        for node in nodes:
+            if not node.running:
+                self._spawn(node)
+        self.wait_healthy(nodes)
 
     def node(self, name: str) -> NatsNode:
         return next(n for n in self.nodes if n.name == name)
@@ -222,9 +225,7 @@ class NatsCluster:
             if info.state.messages == 0:
                 return out
             # An ordered consumer over the whole stream: msg-get one by one is too slow.
-            sub = await js.subscribe(
-                ">", stream=name, ordered_consumer=True, pending_msgs_limit=-1
-            )
+            sub = await js.subscribe(">", stream=name, ordered_consumer=True, pending_msgs_limit=-1)
             try:
                 while True:
                     msg = await sub.next_msg(timeout=WAIT_S)

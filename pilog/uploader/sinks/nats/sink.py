@@ -14,7 +14,8 @@ that a retry could repeat is stored after P; it reads the subject's messages aft
 message k but stored k+1.. (a leader change) thus gets k alone, whenever the retry comes. P moves
 to the last PubAck of a batch once that batch's cursor is certainly committed (at once with the
 default `cursor_commit_interval = 0`, else after twice the interval plus 5 s), so a crash never
-re-sends what lies before P; and only when nothing of the sink's beyond the batch is stored. Ids of another epoch never count as stored.
+re-sends what lies before P; and only when nothing of the sink's beyond the batch is stored.
+Ids of another epoch never count as stored.
 
 Every failure drops the connection; the next `send` connects again (to any seed url) and
 resumes as above, so reconnecting follows the uploader's backoff. nats-py is asyncio: the sink
@@ -45,7 +46,6 @@ from pilog.events import Event, Reading
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
 
 try:
-    import nats
     from nats import errors as nats_errors
     from nats.aio.client import Client
     from nats.aio.msg import Msg
@@ -196,7 +196,7 @@ class NatsSink:
         self._urls = options.urls
         self._where = ",".join(self._urls)
         self._device_id = subject_value(context.device_id)
-        self._auth = self._credentials()
+        self._user, self._password, self._token = self._credentials()
         self._tls = _tls_context(config.name, options)
         # With cursor_commit_interval = 0 the uploader commits right after each ack, before its
         # next send; otherwise the commit may lag by that interval plus an idle tick.
@@ -356,7 +356,7 @@ class NatsSink:
                 f"stream {stream} refused {len(p.errors)} of {n} messages: {what} (discard = "
                 "new); raise its max_msgs/max_bytes or set max_age; pilog keeps them and retries",
             )
-        if code == ERR_STREAM_NOT_FOUND or code == 503:
+        if code in (ERR_STREAM_NOT_FOUND, 503):
             return Outcome(
                 "retry",
                 f"no stream on {self._where} takes subject {subject} ({what}): create it as "
@@ -398,8 +398,9 @@ class NatsSink:
             if holder:
                 holder[0].fail("disconnected")
 
+        client = Client()
         try:
-            client = await nats.connect(
+            await client.connect(
                 self._urls,
                 name=f"pilog {self.context.device_id} {self.config.name}",
                 error_cb=on_error,
@@ -407,14 +408,17 @@ class NatsSink:
                 closed_cb=on_disconnect,
                 allow_reconnect=False,  # the next send reconnects, after the uploader's backoff
                 max_reconnect_attempts=1,  # each seed url tried at most twice per connect
-                reconnect_time_wait=0.1,
+                reconnect_time_wait=0,  # no pause between seed urls: the deadline bounds it all
                 connect_timeout=max(1, round(float(self.config.timeout))),
                 tls=self._tls,
-                **self._auth,
+                user=self._user,
+                password=self._password,
+                token=self._token,
             )
-        except nats_errors.AuthorizationError:
-            return Outcome("unauthorized", f"{self._where} refused our credentials")
         except (OSError, TimeoutError, nats_errors.Error) as e:
+            await _close_quietly(client)  # nats-py leaves the socket of a refused CONNECT open
+            if isinstance(e, nats_errors.AuthorizationError):
+                return Outcome("unauthorized", f"{self._where} refused our credentials")
             if "authorization violation" in str(e).lower():
                 return Outcome("unauthorized", f"{self._where} refused our credentials")
             return Outcome("retry", f"cannot connect to {self._where}: {_why(e)}")
@@ -531,21 +535,18 @@ class NatsSink:
         """Forget the connection: the next send connects again and resumes."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                async with asyncio.timeout(CLOSE_S):
-                    await conn.client.close()
-            except (TimeoutError, OSError, nats_errors.Error):
-                pass  # the socket goes with the client object either way
+            await _close_quietly(conn.client)
 
-    def _credentials(self) -> dict[str, str]:
+    def _credentials(self) -> tuple[str | None, str | None, str | None]:
+        """(user, password, token) from the options, the secret files or the environment."""
         o, name = self.options, self.config.name
         if o.username is not None:
             password = read_secret(
                 o.password_file, secret_env_name(name, "password"), what="password"
             )
-            return {"user": o.username, "password": password or ""}
+            return o.username, password, None
         token = read_secret(o.token_file, secret_env_name(name, "token"), what="token")
-        return {"token": token} if token else {}
+        return None, None, token
 
 
 SINK = NatsSink
@@ -585,6 +586,18 @@ async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
     finally:
         for t in tasks:
             t.cancel()
+
+
+async def _close_quietly(client: Client) -> None:
+    """Close a client and its socket, whatever state it is in, within CLOSE_S."""
+    try:
+        async with asyncio.timeout(CLOSE_S):
+            await client.close()
+    except (TimeoutError, OSError, nats_errors.Error):
+        pass
+    transport = getattr(client, "_transport", None)  # a CONNECT refused leaves it open
+    if transport is not None:
+        transport.close()
 
 
 def _too_large(messages: list[tuple[str, int, bytes]], max_payload: int) -> Outcome | None:
