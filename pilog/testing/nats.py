@@ -215,6 +215,15 @@ class NatsCluster:
 
         return self.node(self._retrying(leader, f"leader of stream {name}"))
 
+    def message_count(self, name: str) -> int:
+        """How many messages stream `name` holds now."""
+
+        async def count(js: Any) -> int:
+            info = await js.stream_info(name)
+            return int(info.state.messages)
+
+        return self._retrying(count, f"count of stream {name}")
+
     def stored(self, name: str) -> list[tuple[str, dict[str, str], bytes]]:
         """(subject, headers, data) of every message of stream `name`, in stream order."""
 

@@ -10,7 +10,7 @@ sink itself skips what the stream holds: on every connection, before it publishe
 it reads the subject's last message (STREAM.MSG.GET `last_by_subj`), whose header
 `Pilog-Scan-From` names a stream sequence P such that every message of this device and epoch
 that a retry could repeat is stored after P; it reads the subject's messages after P
-(`next_by_subj`) and publishes only the readings not among them. A pipelined batch that lost
+(an ordered consumer, headers only) and publishes only the readings not among them. A pipelined batch that lost
 message k but stored k+1.. (a leader change) thus gets k alone, whenever the retry comes. P moves
 to the last PubAck of a batch once that batch's cursor is certainly committed (at once with the
 default `cursor_commit_interval = 0`, else after twice the interval plus 5 s), so a crash never
@@ -49,6 +49,8 @@ try:
     from nats import errors as nats_errors
     from nats.aio.client import Client
     from nats.aio.msg import Msg
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+    from nats.js.client import JetStreamContext
     from nats.js.errors import NotFoundError, ServiceUnavailableError
 
     HAVE_NATS = True
@@ -473,18 +475,32 @@ class NatsSink:
             )
         return state
 
-    async def _scan(self, js: Any, state: _Subject, subject: str, last: int) -> None:
-        """Collect our epoch's seqs stored on `subject` after `state.scan_from`, up to `last`."""
-        position = state.scan_from + 1
-        while position <= last:
-            try:
-                msg = await js.get_msg(state.stream, seq=position, subject=subject, next=True)
-            except NotFoundError:
-                return
-            seq = self._our_seq((msg.headers or {}).get(MSG_ID, ""))
-            if seq is not None:
-                state.stored.add(seq)
-            position = (msg.seq or last) + 1
+    async def _scan(self, js: JetStreamContext, state: _Subject, subject: str, last: int) -> None:
+        """Collect our epoch's seqs stored on `subject` after `state.scan_from`, up to `last`.
+
+        An ordered consumer with headers only: thousands of messages a second, and it starts
+        over from the last one seen should the server skip any (a gap would mean duplicates)."""
+        if last <= state.scan_from:
+            return
+        sub = await js.subscribe(
+            subject,
+            stream=state.stream,
+            ordered_consumer=True,
+            headers_only=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.scan_from + 1
+            ),
+        )
+        try:
+            position = state.scan_from
+            while position < last:
+                msg = await sub.next_msg(timeout=float(self.config.timeout))
+                position = msg.metadata.sequence.stream
+                seq = self._our_seq((msg.headers or {}).get(MSG_ID, ""))
+                if seq is not None:
+                    state.stored.add(seq)
+        finally:
+            await sub.unsubscribe()
 
     def _our_seq(self, msg_id: str) -> int | None:
         """The seq of an event id of this device and epoch, else None."""
