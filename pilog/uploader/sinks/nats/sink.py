@@ -9,9 +9,10 @@ The stream de-duplicates by `Nats-Msg-Id` only within its duplicate window. Beyo
 sink itself skips what the stream holds: on every connection, before it publishes to a subject,
 it reads the subject's last message (STREAM.MSG.GET `last_by_subj`), whose header
 `Pilog-Scan-From` names a stream sequence P such that every message of this device and epoch
-that a retry could repeat is stored after P; it reads the subject's messages after P
-(an ordered consumer, headers only) and publishes only the readings not among them. A pipelined batch that lost
-message k but stored k+1.. (a leader change) thus gets k alone, whenever the retry comes. P moves
+that a retry could repeat is stored after P; it reads the subject's messages after P (an
+ordered consumer, headers only) and publishes only the readings not among them. A pipelined
+batch that lost message k but stored k+1.. (a leader change) thus gets k alone, whenever the
+retry comes. P moves
 to the last PubAck of a batch once that batch's cursor is certainly committed (at once with the
 default `cursor_commit_interval = 0`, else after twice the interval plus 5 s), so a crash never
 re-sends what lies before P; and only when nothing of the sink's beyond the batch is stored.
