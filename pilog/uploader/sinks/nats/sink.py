@@ -189,10 +189,8 @@ class NatsSink:
 
     def __init__(self, config: SinkSettings, options: NatsOptions, context: SinkContext) -> None:
         if not HAVE_NATS:
-            raise ConfigError(
-                f"sink {config.name}: the nats sink needs nats-py (pilog's 'nats' extra), "
-                f"which is not installed: {EXTRA_FIX}"
-            )
+            # The registry turns this into a ConfigError naming the `nats` extra.
+            raise ImportError(f"the nats sink needs nats-py: {EXTRA_FIX}")
         self.config = config
         self.options = options
         self.context = context
@@ -200,6 +198,7 @@ class NatsSink:
         self._where = ",".join(self._urls)
         self._device_id = subject_value(context.device_id)
         self._user, self._password, self._token = self._credentials()
+        self._fix = self._credentials_fix()
         self._tls = _tls_context(config.name, options)
         # With cursor_commit_interval = 0 the uploader commits right after each ack, before its
         # next send; otherwise the commit may lag by that interval plus an idle tick.
@@ -420,10 +419,12 @@ class NatsSink:
             )
         except (OSError, TimeoutError, nats_errors.Error) as e:
             await _close_quietly(client)  # nats-py leaves the socket of a refused CONNECT open
-            if isinstance(e, nats_errors.AuthorizationError):
-                return Outcome("unauthorized", f"{self._where} refused our credentials")
-            if "authorization violation" in str(e).lower():
-                return Outcome("unauthorized", f"{self._where} refused our credentials")
+            if isinstance(e, nats_errors.AuthorizationError) or "authorization violation" in (
+                str(e).lower()
+            ):
+                return Outcome(
+                    "unauthorized", f"{self._where} refused our credentials: {self._fix}"
+                )
             return Outcome("retry", f"cannot connect to {self._where}: {_why(e)}")
         inbox = client.new_inbox()
         conn = _Connection(client, inbox)
@@ -564,6 +565,15 @@ class NatsSink:
             return o.username, password, None
         token = read_secret(o.token_file, secret_env_name(name, "token"), what="token")
         return None, None, token
+
+    def _credentials_fix(self) -> str:
+        o, name = self.options, self.config.name
+        if o.username is not None:
+            where = o.password_file or "$" + secret_env_name(name, "password")
+            return f"check username ({o.username!r}) and the password in {where}"
+        if self._token is not None:
+            return f"check the token in {o.token_file or '$' + secret_env_name(name, 'token')}"
+        return "none are configured: set token_file, or username and password_file"
 
 
 SINK = NatsSink
