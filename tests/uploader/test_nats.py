@@ -108,15 +108,15 @@ def open_sink(
         sink.close()
 
 
-def deliver(sink: NatsSink, batch: list[Event]) -> list[Outcome]:
-    """Send until acknowledged, as the uploader does (a short fixed wait between tries)."""
+def deliver(sink: NatsSink, batch: list[Event], pause_s: float = 0.05) -> list[Outcome]:
+    """Send until acknowledged, as the uploader does, `pause_s` between tries."""
     failures = []
     deadline = time.monotonic() + WAIT_S
     while (outcome := sink.send(batch)).kind != "ack":
         assert outcome.kind == "retry", outcome
         failures.append(outcome)
         assert time.monotonic() < deadline, f"not delivered within {WAIT_S}s: {failures[-3:]}"
-        time.sleep(0.05)
+        time.sleep(pause_s)
     return failures
 
 
@@ -217,7 +217,9 @@ def test_stream_leader_killed_mid_stream_every_reading_stored_once(
 
     def run() -> None:
         for batch in batches:
-            failures.extend(deliver(sink, batch))
+            # Retries come after the duplicate window: what a failed batch left in the stream
+            # (a prefix, or a gap where the dead leader dropped a message) only the resume skips.
+            failures.extend(deliver(sink, batch, pause_s=WINDOW_S * 1.5))
             acked.release()
 
     sender = threading.Thread(target=run)
@@ -231,6 +233,7 @@ def test_stream_leader_killed_mid_stream_every_reading_stored_once(
     cluster.restart(leader)
     sender.join(WAIT_S * 2)
     assert not sender.is_alive()
+    assert failures, "the kill went unnoticed"
     stored = cluster.stored_ids(stream)
     assert sorted(stored, key=lambda i: int(i.rsplit(":", 1)[1])) == ids(0, 6000)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import re
 import ssl
@@ -411,6 +410,8 @@ class NatsSink:
                 allow_reconnect=False,  # the next send reconnects, after the uploader's backoff
                 max_reconnect_attempts=1,  # each seed url tried at most twice per connect
                 reconnect_time_wait=0,  # no pause between seed urls: the deadline bounds it all
+                # Subjects are checked once: the template at startup, each value sanitised.
+                skip_subject_validation=True,
                 connect_timeout=max(1, round(float(self.config.timeout))),
                 tls=self._tls,
                 user=self._user,
@@ -588,21 +589,35 @@ def _on_puback(conn: _Connection, inbox: str, msg: Msg) -> None:
     index = int(token) - (conn.next_token - pending.n)
     if not 0 <= index < pending.n:
         return  # an answer to an earlier, abandoned batch
-    headers = msg.headers or {}
-    if headers.get("Status") == STATUS_NO_RESPONDERS:
+    if msg.headers and msg.headers.get("Status") == STATUS_NO_RESPONDERS:
         pending.answer(index, None, 503, "no responders")
         return
     try:
-        answer = json.loads(msg.data)
-    except ValueError:
+        answer = _decode_puback(msg.data)
+    except msgspec.DecodeError:
         pending.answer(index, None, 0, f"not a PubAck: {msg.data[:80]!r}")
         return
-    error = answer.get("error")
-    if error is not None:
-        code = int(error.get("err_code") or error.get("code") or 0)
-        pending.answer(index, None, code, str(error.get("description", error)))
+    if answer.error is not None:
+        error = answer.error
+        pending.answer(index, None, error.err_code or error.code, error.description)
     else:
-        pending.answer(index, int(answer.get("seq", 0)), 0, "")
+        pending.answer(index, answer.seq, 0, "")
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    """A PubAck, or the JetStream error in its place (other fields are ignored)."""
+
+    seq: int = 0
+    error: _ApiError | None = None
+
+
+_decode_puback = msgspec.json.Decoder(_PubAck).decode
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
