@@ -179,6 +179,20 @@ def test_a_gap_in_a_pipelined_batch_is_filled_alone_after_the_window(
     assert cluster.stored_ids(stream) == ids(101, 200) + ids(100, 101) + ids(200, 250)
 
 
+def test_with_a_commit_interval_a_rolled_back_cursor_resends_nothing_stored(
+    cluster: NatsCluster, stream: str, open_sink: OpenSink
+) -> None:
+    """cursor_commit_interval > 0: a crash may roll the cursor back several batches; the
+    read-back reaches back that far, so the re-sent batches add nothing after the window."""
+    slow_commit = Settings(cursor_commit_interval=60.0)
+    sink = open_sink(settings=slow_commit)
+    for first in range(0, 300, 100):
+        assert sink.send(reading_events(first, first + 100)).kind == "ack"
+    time.sleep(WINDOW_S * 2)
+    assert open_sink(settings=slow_commit).send(reading_events(0, 350)).kind == "ack"
+    assert cluster.stored_ids(stream) == ids(0, 350)
+
+
 def test_ids_of_another_epoch_never_count_as_stored(
     cluster: NatsCluster, stream: str, open_sink: OpenSink
 ) -> None:
