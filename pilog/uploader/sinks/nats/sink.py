@@ -71,7 +71,6 @@ COMMIT_LAG_S = 5.0  # beyond 2 * cursor_commit_interval: the uploader's idle com
 ERR_STREAM_NOT_FOUND = 10059
 ERR_MSG_TOO_LARGE = 10054  # larger than the stream's max_msg_size
 ERR_STORE_FAILED = 10077  # "maximum messages/bytes exceeded" with discard = new, and others
-ERR_NO_MESSAGE = 10037
 STATUS_NO_RESPONDERS = "503"
 EXTRA_FIX = "pip install 'pilog[nats]' (nats-py, pure Python)"
 
