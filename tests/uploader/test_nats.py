@@ -95,7 +95,7 @@ def open_sink(
     def make(
         *, epoch: str = EPOCH_HEX, settings: Settings | None = None, **options: Any
     ) -> NatsSink:
-        options.setdefault("url", cluster.urls)
+        options.setdefault("url", ",".join(cluster.urls))
         options.setdefault("subject", f"{stream.lower()}.{{device_id}}")
         options.setdefault("username", USER)
         context = SinkContext(DEVICE_ID, epoch, tmp_path)
@@ -349,15 +349,15 @@ def test_token_auth_on_a_single_server(tmp_path: Path, monkeypatch: pytest.Monke
     )
     try:
         single.add_stream("TOK", ["tok.>"])
-        (tmp_path / "token").write_text(token + "\n")
-        (tmp_path / "token").chmod(0o600)
+        (tmp_path / "tok").write_text(token + "\n")
+        (tmp_path / "tok").chmod(0o600)
         context = SinkContext(DEVICE_ID, EPOCH_HEX, tmp_path)
         options = NatsOptions(url=single.urls[0], subject="tok.{device_id}")
         monkeypatch.setenv(secret_env_name(SINK, "token"), "wrong")
         denied = NatsSink(Settings(), options, context)
         good = NatsSink(
             Settings(),
-            NatsOptions(url=single.urls, subject="tok.{device_id}", token_file=tmp_path / "token"),
+            NatsOptions(url=single.urls[0], subject="tok.{device_id}", token_file=tmp_path / "tok"),
             context,
         )
         try:
@@ -376,7 +376,7 @@ def test_token_auth_on_a_single_server(tmp_path: Path, monkeypatch: pytest.Monke
     [
         ({"url": "http://x"}, "nats://host"),
         ({"url": "nats://u:p@x"}, "credentials"),
-        ({"url": []}, "at least one"),
+        ({"url": " , "}, "at least one"),
         ({"subject": "pilog.*"}, "wildcard"),
         ({"subject": "pilog..{device_id}"}, "none empty"),
         ({"subject": "pilog.{nope}"}, "does not render"),

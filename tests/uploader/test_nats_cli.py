@@ -55,8 +55,7 @@ def sink_table(cluster: NatsCluster, tmp_path: Path, prefix: str, **keys: object
         "password_file": password,
         **keys,
     }
-    urls = ", ".join(toml_value(u) for u in cluster.urls)
-    lines = ["", "[[sink]]", f"url = [{urls}]"]
+    lines = ["", "[[sink]]", f"url = {toml_value(','.join(cluster.urls))}"]
     lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 

@@ -87,7 +87,7 @@ def subject_value(value: str) -> str:
 class NatsOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The `[[sink]]` keys of `type = "nats"`."""
 
-    url: str | list[str] = "nats://127.0.0.1:4222"  # nats:// or tls://; a list: cluster seeds
+    url: str = "nats://127.0.0.1:4222"  # nats:// or tls://; cluster seeds comma-separated
     subject: str = "pilog.{device_id}"  # also {sensor}, {sensor_type}
     stream: str | None = None  # default: the stream whose subjects take the subject
     token_file: Path | None = None  # else $PILOG_SINK_<NAME>_TOKEN
@@ -96,7 +96,7 @@ class NatsOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ca_bundle: Path | None = None  # PEM file to verify the servers with (tls://)
 
     def __post_init__(self) -> None:
-        urls = [self.url] if isinstance(self.url, str) else self.url
+        urls = self.urls
         if not urls:
             raise ValueError("url must name at least one server, e.g. nats://127.0.0.1:4222")
         for url in urls:
@@ -116,7 +116,7 @@ class NatsOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     @property
     def urls(self) -> list[str]:
-        return [self.url] if isinstance(self.url, str) else list(self.url)
+        return [u.strip() for u in self.url.split(",") if u.strip()]
 
 
 class SinkSettings(Protocol):
