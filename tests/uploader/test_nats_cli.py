@@ -145,7 +145,8 @@ def test_pilog_check_with_a_wrong_password_names_the_fix(
     assert code == 1
     detail = str(row["detail"])
     assert "refused our credentials" in detail
-    assert "password_file" in detail
+    assert "the password in" in detail
+    assert "nats-password" in detail
     assert "wrong" not in detail
 
 
