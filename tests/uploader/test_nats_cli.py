@@ -139,7 +139,7 @@ def test_pilog_check_without_a_stream_names_the_fix(cluster: NatsCluster, tmp_pa
 def test_pilog_check_with_a_wrong_password_names_the_fix(
     cluster: NatsCluster, tmp_path: Path
 ) -> None:
-    (tmp_path / "nats-password").write_text("wrong\n")
+    (tmp_path / "nats-password").write_text("Not-The-Pa55\n")
     (tmp_path / "nats-password").chmod(0o600)
     code, row = check(tmp_path, sink_table(cluster, tmp_path, "check"))
     assert code == 1
@@ -147,7 +147,7 @@ def test_pilog_check_with_a_wrong_password_names_the_fix(
     assert "refused our credentials" in detail
     assert "the password in" in detail
     assert "nats-password" in detail
-    assert "wrong" not in detail
+    assert "Not-The-Pa55" not in detail
 
 
 def test_refused_credentials_pause_pilog_run_with_no_dead_letters(
