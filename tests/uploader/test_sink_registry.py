@@ -19,7 +19,7 @@ FOLDERS = sorted(p.parent.name for p in SINKS_DIR.glob("*/sink.py"))
 
 
 def test_every_sink_folder_is_a_builtin_named_after_it() -> None:
-    assert FOLDERS == ["http_json", "influx_line", "mqtt", "postgres"]
+    assert FOLDERS == ["http_json", "influx_line", "mqtt", "nats", "postgres"]
     assert set(BUILTIN) == {f.replace("_", "-") for f in FOLDERS}
     for name in BUILTIN:
         cls = find_sink(name)
