@@ -446,8 +446,9 @@ class Postgres:
         return int(self._server.sql(f"SELECT count(*) FROM {PG_TABLE}", dbname=db)[0][0])
 
     def close(self) -> None:
-        # A fast shutdown first: the postmaster reaps its children (kill -9 of the postmaster
-        # alone leaves them to exit, unreaped, under whatever is pid 1 here).
+        # A fast shutdown first, so the postmaster reaps its children: close() is kill -9 of
+        # the postmaster alone (its children have groups of their own), left to exit by
+        # themselves and be reaped by pid 1.
         try:
             self._server.stop()
         finally:
