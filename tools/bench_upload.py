@@ -5,13 +5,14 @@ readings/s on a backlog. Run from the repository root:
 
     .venv/bin/python tools/bench_upload.py               # 300k readings, 3 runs per row
     .venv/bin/python tools/bench_upload.py --quick       # a smoke run
+    .venv/bin/python tools/bench_upload.py --rows A,N1,P1  # some rows
 
 One backlog per run of the benchmark: 8 sensors of 3 float fields each (as
 tools/bench_consumers.py has them), one reading per sensor per millisecond, so each reading
 is a point of its own in VictoriaMetrics and the engine's count of points checks delivery.
 Each row opens a fresh copy in a fresh subprocess, starts the consumer group with one sink,
-and times start → cursor at the end of the log. Rows, interleaved and rotated each run,
-medians reported:
+and times start → cursor at the end of the log. Every row but A gets an engine of its own,
+started before and stopped after it. Rows, interleaved and rotated each run, medians reported:
 
     A   ceiling: the consumer's read + decode alone (`History.events`), no sink
     H*  `http-json` to `python -m pilog.testing.receiver` (another process)
@@ -19,18 +20,35 @@ medians reported:
     *0  the previous code path, in the same run: the per-event batching loop, a dict per
         reading, gzip level 5, and for H0 the receiver checking every object in Python
         (`--python-checks`); the other rows run the code as it is
+    N1  `nats` to a 3-node JetStream cluster (`pilog.testing.nats`, Debian's `nats-server`),
+        stream BENCH on `bench.>` with 3 replicas, subject `bench.{device_id}`
+    N2  the same to a single JetStream server (1 replica)
+    P1  `postgres` to a PostgreSQL server (`pilog.testing.postgres`, Debian's `postgresql`;
+        fsync off, as in the tests), the sink's own table; P2 with batches of 5000
+
+Rows whose engine is not installed are left out, with one line saying why.
 
 Figures: readings/s acknowledged by the engine, pilog's CPU s per 100k readings (the whole
-child process: uploader thread, log writer, the poller reading the cursor every 20 ms), and
-the engine's CPU s per 100k over the same window (from /proc/PID/stat). The uploader sends
-one request at a time and waits for its answer, so elapsed ≈ pilog CPU + engine CPU while
-both have a core.
+child process: uploader and sender threads, log writer, the poller reading the cursor every
+20 ms), and the engine's CPU s per 100k over the same window, from /proc/PID/stat: the
+receiver's or VictoriaMetrics' process, the sum over the nats-server processes, and for
+PostgreSQL the postmaster with its children (backends, WAL writer, checkpointer...) plus what
+the postmaster has reaped of children gone meanwhile (the sink's backend once it hangs up).
+"stored" checks the engine holds every reading: the receiver's unique count, VictoriaMetrics'
+points / 3, the stream's message count, `count(*)` of the table.
+
+The uploader keeps one batch in flight (docs/sinks.md, "Throughput on a backlog"): a sender
+thread posts batch n and waits for its answer while batch n+1 is read and encoded. So with a
+core each, elapsed ≈ the larger of pilog's CPU and the engine's, plus a cost per batch (the
+round trip, the cursor's save in the index), and bigger batches go faster. Without a free core
+each (the machine shared), the two overlap less and elapsed tends to their sum.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -45,7 +63,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from bench_consumers import (
@@ -69,7 +87,11 @@ from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
 from pilog.events import Event, Reading
 from pilog.history import History
+from pilog.testing import nats as nats_server
+from pilog.testing import postgres as pg_server
 from pilog.testing.clock import FakeClock
+from pilog.testing.nats import NatsCluster
+from pilog.testing.postgres import PostgresServer
 
 CATCH_UP_TIMEOUT_S = 600.0
 START_TIMEOUT_S = 30.0
@@ -103,7 +125,11 @@ def build_backlog(data_dir: Path, n: int) -> dict[str, Any]:
 # -- the child: one row, in its own process ----------------------------------------------
 
 
+HTTP_SINKS = ("http-json", "influx-line")  # `gzip` is an option of these only
+
+
 def config_text(data_dir: Path, args: argparse.Namespace) -> str:
+    """The child's pilog.toml: the backlog's data dir, one sink with the engine's options."""
     lines = [
         f'device_id = "{DEVICE_ID}"',
         f'data_dir = "{data_dir}"',
@@ -112,12 +138,13 @@ def config_text(data_dir: Path, args: argparse.Namespace) -> str:
         "[[sink]]",
         'name = "up"',
         f'type = "{args.sink}"',
-        f'url = "{args.url}"',
         f"batch_max = {args.batch_max}",
-        f"gzip = {'true' if args.gzip else 'false'}",
     ]
-    if args.sink == "influx-line":
-        lines += ['api = "v1"', 'database = "pilog"']
+    for option in args.option:
+        key, _, value = option.partition("=")
+        lines.append(f"{key} = {json.dumps(value)}")  # a JSON string is a TOML basic string
+    if args.sink in HTTP_SINKS:
+        lines.append(f"gzip = {'true' if args.gzip else 'false'}")
     return "\n".join(lines) + "\n"
 
 
@@ -213,33 +240,78 @@ def child_main(args: argparse.Namespace) -> int:
 # -- engines -------------------------------------------------------------------------------
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+VM_BINARY = shutil.which("victoria-metrics")
+NATS_STREAM = "BENCH"
+PG_USER, PG_PASSWORD, PG_DATABASE = "bench", "bench-pw", "bench"
+PG_TABLE = "pilog_readings"  # the postgres sink's default
+
+
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: [0] is field 3 (state), [1] ppid,
+    [11] utime, [12] stime, [13] cutime, [14] cstime (proc(5)), times in clock ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Engine(Protocol):
+    """A local engine one row uploads to: running once made, until `close`.
+
+    `sink` and `options` are the row's `[[sink]]` type and its own keys. `cpu_s` is the CPU
+    time all the engine's processes have used so far. `stored` is called once, after the
+    child has exited: how many readings the engine holds (`readings` were acknowledged).
+    `close` stops it and may be called again."""
+
+    sink: str
+    options: dict[str, str]
+
+    def cpu_s(self) -> float: ...
+
+    def stored(self, readings: int) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Receiver:
     """The Python receiver of the http-json contract, in its own process."""
 
+    sink = "http-json"
+
     def __init__(self, python_checks: bool) -> None:
         self._proc = ReceiverProc(*(["--python-checks"] if python_checks else []))
-        self.url = self._proc.url
-        self.pid = self._proc.proc.pid
+        self.options = {"url": self._proc.url}
+        self._stats: dict[str, Any] | None = None
 
-    def close(self) -> dict[str, Any]:
-        return self._proc.close()
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self._proc.proc.pid)
+
+    def stored(self, readings: int) -> int:
+        self.close()
+        return int((self._stats or {}).get("unique", -1))
+
+    def close(self) -> None:
+        if self._stats is None:
+            self._stats = self._proc.close()  # its counts, printed on its way out
 
 
 class VictoriaMetrics:
     """`victoria-metrics` on a free port of 127.0.0.1, storing under `home`."""
 
-    def __init__(self, binary: str, home: Path) -> None:
+    sink = "influx-line"
+
+    def __init__(self, home: Path) -> None:
+        assert VM_BINARY is not None, "victoria-metrics is not installed"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        self.options = {"url": self.url, "api": "v1", "database": "pilog"}
         args = [
-            binary,
+            VM_BINARY,
             f"-httpListenAddr=127.0.0.1:{port}",
             f"-storageDataPath={home / 'vm-data'}",
             "-loggerLevel=ERROR",
@@ -248,7 +320,6 @@ class VictoriaMetrics:
         ]
         self._log = (home / "victoria-metrics.log").open("wb")
         self._proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self._proc.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         with httpx.Client(trust_env=False) as client:
             while True:
@@ -262,9 +333,13 @@ class VictoriaMetrics:
                     pass  # not listening yet
                 time.sleep(0.05)
 
-    def series_points(self, expected: int) -> int:
-        """Points stored (each reading has `FIELDS`, each in its own series), polled until
-        `expected` or a few seconds: ingested points take a moment to become searchable."""
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self._proc.pid)
+
+    def stored(self, readings: int) -> int:
+        """Points stored (each reading has `FIELDS`, each in its own series) / `FIELDS`,
+        polled until all or a few seconds: ingested points take a moment to be searchable."""
+        expected = FIELDS * readings
         deadline = time.monotonic() + VISIBLE_TIMEOUT_S
         with httpx.Client(trust_env=False, timeout=60) as client:
             while True:
@@ -276,18 +351,134 @@ class VictoriaMetrics:
                 lines = answer.text.splitlines()
                 points = sum(len(json.loads(line)["values"]) for line in lines)
                 if points >= expected or time.monotonic() > deadline:
-                    return points
+                    return points // FIELDS
                 time.sleep(0.2)
 
-    def close(self) -> dict[str, Any]:
-        self._proc.terminate()
-        try:
-            self._proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
         self._log.close()
-        return {}
+
+
+class JetStream:
+    """`nodes` nats-servers (one: a lone JetStream server) under `home`, stream BENCH on
+    `bench.>` with a replica on each node, one subject per device."""
+
+    sink = "nats"
+
+    def __init__(self, home: Path, nodes: int) -> None:
+        self._cluster = NatsCluster.start(home / "nats", nodes=nodes)
+        try:
+            self._cluster.add_stream(NATS_STREAM, ["bench.>"])  # replicas: one per node
+        except BaseException:
+            self._cluster.close()
+            raise
+        self.options = {
+            "url": ",".join(self._cluster.urls),
+            "subject": "bench.{device_id}",
+            "stream": NATS_STREAM,
+        }
+
+    def cpu_s(self) -> float:
+        return sum(proc_cpu_s(n.process.pid) for n in self._cluster.nodes if n.process)
+
+    def stored(self, readings: int) -> int:
+        return self._cluster.message_count(NATS_STREAM)
+
+    def close(self) -> None:
+        self._cluster.close()
+
+
+class Postgres:
+    """A PostgreSQL server in a temporary home of its own (it runs as another user, who
+    cannot enter the bench's root-only work dir), with a login role and its database."""
+
+    sink = "postgres"
+
+    def __init__(self) -> None:
+        self._server = PostgresServer.create()
+        try:
+            self._server.start()
+            self._server.sql(f"CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASSWORD}'")
+            self._server.sql(f"CREATE DATABASE {PG_DATABASE} OWNER {PG_USER}")
+            password_file = self._server.home / "password"
+            password_file.write_text(PG_PASSWORD + "\n")
+            password_file.chmod(0o600)
+        except BaseException:
+            self._server.close()
+            raise
+        self.options = {
+            "url": self._server.url(PG_USER, PG_DATABASE),
+            "password_file": str(password_file),
+        }
+
+    def cpu_s(self) -> float:
+        """The postmaster and its children, plus the children it has reaped.
+
+        Not its process group: each child of the postmaster calls setsid(), so every backend
+        is a group of its own. A backend that has exited (the sink's, once the child hangs up)
+        is in the postmaster's cutime and cstime once reaped."""
+        process = self._server.process
+        assert process is not None, "postgres is not running"
+        postmaster = process.pid
+        leader = proc_stat(postmaster)
+        ticks = sum(int(f) for f in leader[11:15])
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = proc_stat(int(entry.name))
+            except OSError:
+                continue  # gone since the listing
+            if int(fields[1]) == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
+
+    def stored(self, readings: int) -> int:
+        db = PG_DATABASE
+        if not self._server.sql(f"SELECT to_regclass('{PG_TABLE}')", dbname=db)[0][0]:
+            return 0  # the sink makes its table on its first batch
+        return int(self._server.sql(f"SELECT count(*) FROM {PG_TABLE}", dbname=db)[0][0])
+
+    def close(self) -> None:
+        # A fast shutdown first, so the postmaster reaps its children: close() is kill -9 of
+        # the postmaster alone (its children have groups of their own), left to exit by
+        # themselves and be reaped by pid 1.
+        try:
+            self._server.stop()
+        finally:
+            self._server.close()
+
+
+def engine_missing(engine: str) -> str | None:
+    """Why rows of `engine` cannot run here (a binary or a client library is missing)."""
+    if engine == "vm" and VM_BINARY is None:
+        return "victoria-metrics is not installed (apt install victoria-metrics)"
+    if engine == "nats":
+        return nats_server.missing()
+    if engine == "postgres":
+        if reason := pg_server.missing():
+            return reason
+        if importlib.util.find_spec("psycopg") is None:
+            return "psycopg is not installed (pip install 'pilog[postgres]')"
+    return None
+
+
+def start_engine(row: Row, home: Path) -> Engine:
+    if row.engine == "receiver":
+        return Receiver(python_checks=row.previous)
+    if row.engine == "vm":
+        return VictoriaMetrics(home)
+    if row.engine == "nats":
+        return JetStream(home, row.nodes)
+    if row.engine == "postgres":
+        return Postgres()
+    raise ValueError(f"row {row.key}: unknown engine {row.engine!r}")
 
 
 # -- the parent: rows, runs ------------------------------------------------------------------
@@ -297,10 +488,11 @@ class VictoriaMetrics:
 class Row:
     key: str
     label: str
-    engine: str  # "" (row A) | receiver | vm
+    engine: str  # "" (row A) | receiver | vm | nats | postgres
     batch_max: int = 1000
-    gzip: bool = True
+    gzip: bool = True  # the HTTP sinks' option; the others have none
     previous: bool = False
+    nodes: int = 1  # of the JetStream cluster
 
 
 ROWS = (
@@ -313,39 +505,34 @@ ROWS = (
     Row("V1", "influx-line → VictoriaMetrics, batch 1000, gzip", "vm"),
     Row("V2", "influx-line → VictoriaMetrics, batch 1000, no gzip", "vm", gzip=False),
     Row("V3", "influx-line → VictoriaMetrics, batch 5000, gzip", "vm", 5000),
+    Row("N1", "nats → JetStream, 3 nodes, 3 replicas, batch 1000", "nats", nodes=3),
+    Row("N2", "nats → JetStream, 1 node, batch 1000", "nats", nodes=1),
+    Row("P1", "postgres → PostgreSQL, batch 1000", "postgres"),
+    Row("P2", "postgres → PostgreSQL, batch 5000", "postgres", 5000),
 )
 
 
-def run_row(row: Row, backlog: Path, work: Path, vm_binary: str | None) -> dict[str, Any]:
+def run_row(row: Row, backlog: Path, work: Path) -> dict[str, Any]:
     data = fresh_copy(backlog, work)
-    engine: Receiver | VictoriaMetrics | None = None
+    engine: Engine | None = None
     try:
         cmd = [sys.executable, __file__, "--data", str(data)]
         if row.engine == "":
             cmd += ["--child", "replay"]
         else:
-            if row.engine == "receiver":
-                engine = Receiver(python_checks=row.previous)
-                cmd += ["--child", "group", "--sink", "http-json"]
-            else:
-                assert vm_binary is not None
-                engine = VictoriaMetrics(vm_binary, data.parent)
-                cmd += ["--child", "group", "--sink", "influx-line"]
-            cmd += ["--url", engine.url, "--batch-max", str(row.batch_max)]
+            engine = start_engine(row, data.parent)
+            cmd += ["--child", "group", "--sink", engine.sink, "--batch-max", str(row.batch_max)]
+            cmd += [f"--option={key}={value}" for key, value in engine.options.items()]
             cmd += [] if row.gzip else ["--no-gzip"]
             cmd += ["--previous"] if row.previous else []
-        e0 = proc_cpu_s(engine.pid) if engine is not None else 0.0
+        e0 = engine.cpu_s() if engine is not None else 0.0
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"row {row.key} exited {done.returncode}: {done.stderr[-2000:]}")
         out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        if isinstance(engine, Receiver):
-            out["engine_cpu_s"] = proc_cpu_s(engine.pid) - e0
-            out["stored"] = engine.close().get("unique", -1)
-            engine = None
-        elif isinstance(engine, VictoriaMetrics):
-            out["engine_cpu_s"] = proc_cpu_s(engine.pid) - e0
-            out["stored"] = engine.series_points(FIELDS * out["readings"]) // FIELDS
+        if engine is not None:
+            out["engine_cpu_s"] = engine.cpu_s() - e0
+            out["stored"] = engine.stored(out["readings"])
         return out
     finally:
         if engine is not None:
@@ -430,7 +617,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--child", choices=("replay", "group"), help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--sink", help=argparse.SUPPRESS)
-    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--option", action="append", default=[], help=argparse.SUPPRESS)  # KEY=VALUE
     p.add_argument("--batch-max", type=int, default=1000, help=argparse.SUPPRESS)
     p.add_argument("--no-gzip", dest="gzip", action="store_false", help=argparse.SUPPRESS)
     p.add_argument("--previous", action="store_true", help=argparse.SUPPRESS)
@@ -457,16 +644,19 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {u.system} {u.release} {u.machine}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, load avg {load()}"
     )
-    vm_binary = shutil.which("victoria-metrics")
     rows = list(ROWS)
     if args.rows:
         keys = args.rows.split(",")
+        if unknown := sorted(set(keys) - {r.key for r in ROWS}):
+            known = ", ".join(r.key for r in ROWS)
+            console.print(f"[red]unknown rows {', '.join(unknown)}: the rows are {known}[/]")
+            return 2
         rows = [r for r in rows if r.key in keys]
-    if vm_binary is None:
-        console.print(
-            "[yellow]victoria-metrics not found (apt install victoria-metrics): no V rows[/]"
-        )
-        rows = [r for r in rows if r.engine != "vm"]
+    for engine in dict.fromkeys(r.engine for r in rows):  # one line per missing engine
+        if reason := engine_missing(engine):
+            left_out = [r.key for r in rows if r.engine == engine]
+            console.print(f"[yellow]rows {', '.join(left_out)} left out: {reason}[/]")
+            rows = [r for r in rows if r.engine != engine]
     args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pilog-bench-upload-", dir=args.dir))
     try:
@@ -482,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             order = rows[run % len(rows) :] + rows[: run % len(rows)]
             for row in order:
                 print(f"... run {run + 1}/{args.runs}: {row.key}", file=sys.stderr, flush=True)
-                results[row.key].append(run_row(row, backlog, work, vm_binary))
+                results[row.key].append(run_row(row, backlog, work))
         print_rows(console, rows, results, args.events)
         gzip_figures(console)
         console.print(f"load avg at the end: {load()}")
