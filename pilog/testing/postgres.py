@@ -149,8 +149,13 @@ class PostgresServer:
         process = self.process
         if process is None:
             return
+        # Every backend calls setsid(): they are the postmaster's children, not its process
+        # group. Stopped first, the postmaster forks no new one while they are listed.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+            os.kill(process.pid, signal.SIGSTOP)
+        for pid in [*_children(process.pid), process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait(WAIT_S)
         self.process = None
         # The postmaster's pid file stays behind; the next postmaster checks that the pid and
@@ -210,7 +215,7 @@ class PostgresServer:
                 args,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches the backends
+                start_new_session=True,  # a Ctrl-C of the test run does not reach the server
                 **self._as_owner(),
             )
         deadline = time.monotonic() + WAIT_S
@@ -263,6 +268,19 @@ class PostgresServer:
         )
         if result.returncode != 0:
             raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _cluster_owner() -> pwd.struct_passwd | None:
