@@ -335,7 +335,7 @@ def test_probe_reads_the_stream_settings_and_writes_nothing(
     outcome = open_sink().probe(time.monotonic() + WAIT_S)
     assert outcome.kind == "ack", outcome
     assert f"stream {stream}" in outcome.detail
-    assert "3 replica(s)" in outcome.detail
+    assert "3 replicas" in outcome.detail
     assert cluster.stored_ids(stream) == []
 
 

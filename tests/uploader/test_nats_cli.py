@@ -125,7 +125,7 @@ def test_pilog_check_reads_the_stream_settings_and_writes_nothing(
     code, row = check(tmp_path, sink_table(cluster, tmp_path, "check"))
     assert code == 0, row
     assert "stream CHECK" in str(row["detail"])
-    assert "3 replica(s)" in str(row["detail"])
+    assert "3 replicas" in str(row["detail"])
     assert cluster.message_count("CHECK") == 0
 
 

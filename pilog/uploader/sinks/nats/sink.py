@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from pilog.config import SinkConfig
+from pilog.counts import counted
 from pilog.errors import ConfigError
 from pilog.events import Event, Reading
 from pilog.uploader.sink import ACK, Outcome, SinkContext, read_secret, readings, secret_env_name
@@ -329,7 +330,8 @@ class NatsSink:
         n, missing = len(todo), len(todo) - len(p.acks)
         if not p.errors:
             why = conn.failure or f"not acknowledged within {float(self.config.timeout):g}s"
-            return Outcome("retry", f"{missing} of {n} messages to {self._where}: {why}")
+            sent = counted(n, "message")
+            return Outcome("retry", f"{missing} of {sent} to {self._where}: {why}")
         index, (code, what) = min(p.errors.items())
         subject = todo[index][0]
         stream = conn.subjects[subject].stream
@@ -343,8 +345,9 @@ class NatsSink:
         if code == ERR_STORE_FAILED:
             return Outcome(
                 "retry",
-                f"stream {stream} refused {len(p.errors)} of {n} messages: {what} (discard = "
-                "new); raise its max_msgs/max_bytes or set max_age; pilog keeps them and retries",
+                f"stream {stream} refused {len(p.errors)} of {counted(n, 'message')}: {what} "
+                "(discard = new); raise its max_msgs/max_bytes or set max_age; pilog keeps them "
+                "and retries",
             )
         if code in (ERR_STREAM_NOT_FOUND, 503):
             return Outcome(
@@ -458,10 +461,10 @@ class NatsSink:
         conn.subjects[subject] = state
         if state.stored:
             log.info(
-                "nats sink %s: stream %s already holds %d reading(s) on %s from seq %d",
+                "nats sink %s: stream %s already holds %s on %s from seq %d",
                 self.config.name,
                 stream,
-                len(state.stored),
+                counted(len(state.stored), "reading"),
                 subject,
                 min(state.stored),
             )
@@ -534,9 +537,10 @@ class NatsSink:
         return Outcome(
             "ack",
             f"stream {stream} on {self._where}: subjects {', '.join(c.subjects or [])}; "
-            f"{c.num_replicas} replica(s), duplicate window {c.duplicate_window or 0:g}s, "
+            f"{counted(c.num_replicas or 1, 'replica')}, "
+            f"duplicate window {c.duplicate_window or 0:g}s, "
             f"discard {getattr(c.discard, 'value', c.discard) or 'old'}, "
-            f"{info.state.messages} message(s)",
+            f"{counted(info.state.messages, 'message')}",
         )
 
     async def _drop(self) -> None:
