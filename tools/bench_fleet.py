@@ -223,8 +223,9 @@ class PostgresEngine:
     name = "postgres"
     user, password = "fleet", "fleet-pw"
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, devices: int) -> None:
         self.work = work
+        self.devices = devices
         self.server: PostgresServer | None = None
         self.password_file = work / "pg-password"
 
@@ -234,6 +235,13 @@ class PostgresEngine:
             return
         # Its own temporary home: the cluster runs as another user, who cannot enter `work`.
         self.server = PostgresServer.create()
+        # A server's settings rather than a test's: durable commits, a connection per device.
+        self.server.configure(
+            fsync="on",
+            full_page_writes="on",
+            shared_buffers="128MB",
+            max_connections=str(self.devices + 20),
+        )
         self.server.start()
         self.server.sql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
         self.server.sql(f"CREATE DATABASE fleet OWNER {self.user}")
@@ -363,15 +371,15 @@ def device_config(dev: Device, args: argparse.Namespace, sink: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def open_engine(name: str, work: Path) -> Engine:
-    engines: dict[str, Callable[[Path], Engine]] = {
-        "receiver": ReceiverEngine,
-        "nats": NatsEngine,
-        "postgres": PostgresEngine,
+def open_engine(name: str, work: Path, devices: int) -> Engine:
+    engines: dict[str, Callable[[], Engine]] = {
+        "receiver": lambda: ReceiverEngine(work),
+        "nats": lambda: NatsEngine(work),
+        "postgres": lambda: PostgresEngine(work, devices),
     }
     if name not in engines:
         raise SystemExit(f"unknown engine {name!r}; this build knows: {', '.join(engines)}")
-    return engines[name](work)
+    return engines[name]()
 
 
 def count_or_zero(engine: Engine) -> int:
@@ -430,7 +438,7 @@ class Sampler(threading.Thread):
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="pilog-fleet-", dir=args.work_dir))
-    engine = open_engine(args.engine, work)
+    engine = open_engine(args.engine, work, args.devices)
     devices: list[Device] = []
     phases: dict[str, tuple[float, float]] = {}
     rng = random.Random(args.seed)

@@ -108,6 +108,13 @@ class PostgresServer:
             server._initdb()
         return server
 
+    def configure(self, **settings: str) -> None:
+        """Set server settings (`max_connections="200"`) from the next start on; they override
+        SERVER_SETTINGS, which suit tests (no fsync, few connections)."""
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            for key, value in settings.items():
+                conf.write(f"{key} = '{value}'\n")
+
     def url(self, user: str = SUPERUSER, dbname: str = "postgres") -> str:
         """The libpq URL of this server over TCP, with no password in it."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
