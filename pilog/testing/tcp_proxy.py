@@ -132,3 +132,27 @@ class TcpProxy:
             conns = list(self._conns)
         for sock in conns:
             self._close(sock)
+
+
+class ProxiedEndpoint:
+    """A contract endpoint whose server a sink reaches through `proxy`: `stop`, `start` and
+    `hang` act on the proxy alone, so the server keeps what it stored; `close` closes the
+    proxy, then `close_server`. Subclasses set `proxy` and define `stored`."""
+
+    proxy: TcpProxy
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+    def start(self) -> None:
+        self.proxy.start()
+
+    def hang(self) -> None:
+        self.proxy.hang()
+
+    def close(self) -> None:
+        self.proxy.close()
+        self.close_server()
+
+    def close_server(self) -> None:
+        """Stop what the endpoint started besides the proxy."""

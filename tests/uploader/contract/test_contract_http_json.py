@@ -10,10 +10,10 @@ import pytest
 
 from pilog.testing.receiver import Receiver
 from pilog.testing.sink_contract import Endpoint, SinkContract, StoredReading
-from pilog.testing.tcp_proxy import TcpProxy
+from pilog.testing.tcp_proxy import ProxiedEndpoint, TcpProxy
 
 
-class ReceiverEndpoint:
+class ReceiverEndpoint(ProxiedEndpoint):
     """The receiver of the wire contract, behind a proxy; it de-duplicates by id."""
 
     def __init__(self) -> None:
@@ -27,17 +27,7 @@ class ReceiverEndpoint:
             for i, o in self.receiver.events.items()
         ]
 
-    def stop(self) -> None:
-        self.proxy.stop()
-
-    def start(self) -> None:
-        self.proxy.start()
-
-    def hang(self) -> None:
-        self.proxy.hang()
-
-    def close(self) -> None:
-        self.proxy.close()
+    def close_server(self) -> None:
         self.receiver.close()
 
 

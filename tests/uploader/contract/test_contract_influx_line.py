@@ -19,13 +19,13 @@ from pilog.testing.sink_contract import (
     event_id,
     seq_of_ms,
 )
-from pilog.testing.tcp_proxy import TcpProxy
+from pilog.testing.tcp_proxy import ProxiedEndpoint, TcpProxy
 
 if TYPE_CHECKING:
     from conftest import StartVictoriaMetrics, VictoriaMetrics
 
 
-class VictoriaMetricsEndpoint:
+class VictoriaMetricsEndpoint(ProxiedEndpoint):
     """VictoriaMetrics behind a proxy. A point is identified by series and time, so a point
     written twice is one point (VictoriaMetrics keeps both raw samples until it
     de-duplicates; InfluxDB overwrites): stored() lists each point once."""
@@ -47,18 +47,6 @@ class VictoriaMetricsEndpoint:
                 # Every sample is a float64; the export writes whole ones without a point.
                 readings.setdefault(seq, (metric["sensor"], {}))[1][name] = float(value)
         return [StoredReading(event_id(s), sensor, v) for s, (sensor, v) in readings.items()]
-
-    def stop(self) -> None:
-        self.proxy.stop()
-
-    def start(self) -> None:
-        self.proxy.start()
-
-    def hang(self) -> None:
-        self.proxy.hang()
-
-    def close(self) -> None:
-        self.proxy.close()
 
 
 class TestInfluxLineContract(SinkContract):

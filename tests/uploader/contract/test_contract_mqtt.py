@@ -12,12 +12,12 @@ from mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, Broker, Subscriber, missing
 from mosquitto import start_broker as start_mosquitto
 
 from pilog.testing.sink_contract import Endpoint, SinkContract, StoredReading
-from pilog.testing.tcp_proxy import TcpProxy
+from pilog.testing.tcp_proxy import ProxiedEndpoint, TcpProxy
 
 USER = "contract"
 
 
-class BrokerEndpoint:
+class BrokerEndpoint(ProxiedEndpoint):
     """mosquitto with a subscriber on it; the sink reaches the broker through a proxy."""
 
     def __init__(self, broker: Broker) -> None:
@@ -33,17 +33,7 @@ class BrokerEndpoint:
             out.append(StoredReading(o["id"], o["sensor"], dict(o["payload"])))
         return out
 
-    def stop(self) -> None:
-        self.proxy.stop()
-
-    def start(self) -> None:
-        self.proxy.start()
-
-    def hang(self) -> None:
-        self.proxy.hang()
-
-    def close(self) -> None:
-        self.proxy.close()
+    def close_server(self) -> None:
         self.subscriber.close()
         self.broker.stop()
 

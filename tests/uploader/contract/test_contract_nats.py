@@ -16,13 +16,13 @@ import pytest
 
 from pilog.testing.nats import NatsCluster, missing
 from pilog.testing.sink_contract import SinkContract, StoredReading
-from pilog.testing.tcp_proxy import TcpProxy
+from pilog.testing.tcp_proxy import ProxiedEndpoint, TcpProxy
 
 USER, PASSWORD = "contract", "contract-Pa55"
 STREAM = "CONTRACT"
 
 
-class JetStreamEndpoint:
+class JetStreamEndpoint(ProxiedEndpoint):
     """A single JetStream server with stream CONTRACT on `contract.>`, behind a proxy."""
 
     def __init__(self, directory: Path) -> None:
@@ -46,17 +46,7 @@ class JetStreamEndpoint:
             out.append(StoredReading(o["id"], o["sensor"], dict(o["payload"])))
         return out
 
-    def stop(self) -> None:
-        self.proxy.stop()
-
-    def start(self) -> None:
-        self.proxy.start()
-
-    def hang(self) -> None:
-        self.proxy.hang()
-
-    def close(self) -> None:
-        self.proxy.close()
+    def close_server(self) -> None:
         self.server.close()
 
 

@@ -11,13 +11,13 @@ import pytest
 from pilog.testing import postgres as pg_server
 from pilog.testing import sink_contract as contract
 from pilog.testing.postgres import PostgresServer
-from pilog.testing.tcp_proxy import TcpProxy
+from pilog.testing.tcp_proxy import ProxiedEndpoint, TcpProxy
 
 USER, PASSWORD = "contract", "contract-pw"
 TABLE = "pilog_readings"
 
 
-class PostgresEndpoint:
+class PostgresEndpoint(ProxiedEndpoint):
     """A PostgreSQL server; the sink reaches it through a proxy, the checks go direct."""
 
     def __init__(self, server: PostgresServer) -> None:
@@ -31,17 +31,7 @@ class PostgresEndpoint:
         rows = self.server.sql(f"SELECT id, sensor, payload FROM {TABLE}", dbname="pilog")
         return [contract.StoredReading(r[0], r[1], dict(r[2])) for r in rows]
 
-    def stop(self) -> None:
-        self.proxy.stop()
-
-    def start(self) -> None:
-        self.proxy.start()
-
-    def hang(self) -> None:
-        self.proxy.hang()
-
-    def close(self) -> None:
-        self.proxy.close()
+    def close_server(self) -> None:
         self.server.close()
 
 
