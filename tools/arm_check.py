@@ -385,14 +385,16 @@ def command_times(lines: Sequence[tuple[float, str]]) -> list[tuple[str, float]]
 
 
 def split_apt(script: str) -> tuple[str, str]:
-    """The script's leading `sudo apt …` lines (and comments, blank lines), and the rest."""
-    lines = script.splitlines(keepends=True)
-    n = 0
-    while n < len(lines) and (
-        re.match(r"sudo apt(-get)? [^\\]*$", lines[n]) or not lines[n].strip("\n").strip()
-    ):
-        n += 1
-    return "".join(lines[:n]), "".join(lines[n:])
+    """The script's `sudo apt …` lines, in order, and the rest.
+
+    apt's lines are run first and their result cached, wherever a block puts them: a later
+    section's `apt install` (libpq5 for an extra) installs from Debian independently of pip.
+    """
+    apt, rest = [], []
+    for line in script.splitlines(keepends=True):
+        is_apt = re.match(r"sudo apt(-get)? [^\\]*$", line) or not line.strip("\n").strip()
+        (apt if is_apt else rest).append(line)
+    return "".join(apt), "".join(rest)
 
 
 def pip_builds(lines: Sequence[tuple[float, str]], figures: Figures) -> None:

@@ -76,3 +76,12 @@ def test_pip_output_gives_each_compile_and_its_time() -> None:
     tool.pip_builds(lines, figures)
     assert figures.builds == {"lmdb's build dependencies": 78.0, "lmdb": 90.0}
     assert figures.cached_builds == ["msgspec"]
+
+
+def test_apt_lines_of_later_blocks_run_with_the_leading_ones() -> None:
+    tool = arm_check()
+    script = "sudo apt update\nsudo apt install a\npip install x\nsudo apt install b\npip y\n"
+    assert tool.split_apt(script) == (
+        "sudo apt update\nsudo apt install a\nsudo apt install b\n",
+        "pip install x\npip y\n",
+    )
