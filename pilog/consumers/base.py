@@ -38,7 +38,8 @@ from pilog.log.reader import LogReader
 log = logging.getLogger("pilog.consumer")
 
 REWIND_CHECK_S = 1.0  # how soon a running consumer notices `pilog replay`
-IDLE_WAIT_S = 0.5  # longest sleep at the end of the log; bounds linger and stop latency
+IDLE_WAIT_S = 0.5  # longest sleep at the end of the log; bounds stop latency
+MIN_WAIT_S = 0.01  # shortest, when `tick` is due now: never a busy loop
 STUCK_RETRY_S = 30.0  # after damage in the log or a bug: try again this often
 
 
@@ -99,6 +100,11 @@ class Consumer(ABC):
     @abstractmethod
     def tick(self, now: float) -> None:
         """Called after each chunk and each idle wait: act on time (linger, commit)."""
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until `tick` has something timed to do (a batch's linger); None: nothing.
+        An idle consumer waits no longer than this for the log to grow."""
+        return None
 
     @abstractmethod
     def restart_at(self, seq: int) -> None:
@@ -253,6 +259,9 @@ class Consumer(ABC):
 
     def _wait(self, next_seq: int, timeout: float) -> None:
         writer = self.log.writer
+        due = self.due_in(time.monotonic())
+        if due is not None:
+            timeout = min(timeout, max(due, MIN_WAIT_S))
         if not writer.wait_durable(next_seq, timeout) and writer.io_error is not None:
             self.stop.wait(timeout)  # a failed writer answers at once: do not spin
 

@@ -157,6 +157,9 @@ class Uploader(Consumer):
                 self.flush()
         self._upto = events[-1].seq + 1
 
+    def due_in(self, now: float) -> float | None:
+        return self._first_at + self._linger_s - now if self._pending else None
+
     def tick(self, now: float) -> None:
         in_flight = not self._collect(wait=False)
         if self._pending:

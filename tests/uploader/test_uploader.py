@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from helpers import wait_until
 from pilog.config import Config, parse_config
 from pilog.consumers import ConsumerGroup
 from pilog.datadir import EventLog
-from pilog.events import DeadLetter, Gap, Note, Reading
+from pilog.events import DeadLetter, Event, Gap, Note, Reading
 from pilog.history import History
 from pilog.testing.receiver import Receiver, ack_lost, fail, retry_after, unauthorized
 from pilog.uploader.loop import Uploader
@@ -334,10 +335,38 @@ def test_a_dead_sink_never_holds_up_a_live_one(tmp_path: Path, receiver: Receive
             return {s["name"]: s for s in group.states()}
 
         wait_until(lambda: states()["sink:live"]["delivered"] == len(seqs), "the acks")
-        dead = states()["sink:dead"]
-        assert isinstance(dead["attempts"], int)
-        assert dead["attempts"] >= 1
+        # The dead sink lingers 1 s before its first attempt; it keeps failing after.
+        dead = wait_until(
+            lambda: d if (d := states()["sink:dead"])["attempts"] else None,
+            "the dead sink's attempts",
+        )
         assert dead["next_seq"] is None
+        assert dead["delivered"] == 0
     finally:
         group.stop(5)
         events.close()
+
+
+def test_an_idle_uploader_waits_for_the_log_no_longer_than_the_batch_lingers(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending batch goes out `linger_ms` after its first reading, not at the next idle
+    tick (half a second), which once made every batch of a quiet device linger 0.5 s."""
+    rig = Rig(make_config(tmp_path, receiver.url, linger_ms=200))
+    try:
+        waits: list[float | None] = []
+        real = rig.events.writer.wait_durable
+
+        def spy(seq: int, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return real(seq, 0)
+
+        monkeypatch.setattr(rig.events.writer, "wait_durable", spy)
+        rig.uploader._wait(0, 0.5)
+        assert waits == [0.5]  # nothing pending: the idle tick
+        rig.uploader.handle([Event(0, time.time_ns(), 0, b"", Reading("air", "t", {"i": 1}))])
+        rig.uploader._wait(1, 0.5)
+        assert waits[1] is not None
+        assert 0 < waits[1] <= 0.2
+    finally:
+        rig.close()
