@@ -4,10 +4,18 @@
 where each example takes many times longer: no deadline, no too_slow health check.
 """
 
+import signal
+
 import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("emulated", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# A shell starts a background job (`scripts/test &`, nohup) with SIGINT ignored, and children
+# inherit that: `pilog tail -f` would then ignore the tests' Ctrl-C. A handler of our own is
+# reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
