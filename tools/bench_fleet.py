@@ -227,6 +227,7 @@ class PostgresEngine:
         self.work = work
         self.devices = devices
         self.server: PostgresServer | None = None
+        self.has_table = False
         self.password_file = work / "pg-password"
 
     def start(self) -> None:
@@ -262,8 +263,12 @@ class PostgresEngine:
 
     def _rows(self, statement: str) -> list[tuple[Any, ...]]:
         assert self.server is not None
-        if not self.server.sql("SELECT to_regclass('pilog_readings')", dbname="fleet")[0][0]:
-            return []
+        # The first device to connect creates the table; once there, it stays.
+        if not self.has_table:
+            query = "SELECT to_regclass('pilog_readings')"
+            self.has_table = bool(self.server.sql(query, dbname="fleet")[0][0])
+            if not self.has_table:
+                return []
         return self.server.sql(statement, dbname="fleet")
 
     def stored(self) -> list[tuple[str, float]]:
